@@ -1,5 +1,30 @@
 //! jobstatus: live, durable job completion status over gRPC.
 //!
+//! A worker marks a job complete, the client approves it and picks how to
+//! pay, and everyone allowed to watch the job sees every change at once, in
+//! order, exactly once, even across disconnects and restarts.
+//!
 //! # Layout
-//! - [`domain`]: the pure state machine (no I/O).
+//! - [`domain`]: the pure state machine (no I/O): who may do what, and what
+//!   a job becomes.
+//! - [`storage`]: jobs and their event log in SQLite (one interface; more
+//!   backends slot in behind it).
+//! - [`hub`]: per-job broadcast channels that fan committed events out.
+//! - [`jobs`]: the application service: commands, reads and the watch
+//!   promise (snapshot, replay, lag recovery), free of transport concerns.
+//! - [`auth`]: bearer token verification and minting.
+//! - [`grpc`]: the tonic transport (services, auth interceptor, health,
+//!   reflection, status mapping).
+//! - [`config`], [`telemetry`], [`app`]: flags, logging, wiring.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod dev;
 pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod hub;
+pub mod jobs;
+pub mod storage;
+pub mod telemetry;

@@ -1,1 +1,113 @@
-fn main() {}
+//! The `jobstatus` binary: parses the command line and wires. All logic
+//! lives in the library.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use jobstatus::app::{self, App, Settings};
+use jobstatus::auth::{JwtSettings, TokenKind, mint};
+use jobstatus::config::{Cli, Command, ServeArgs, TokenArgs};
+use jobstatus::grpc::ServeOptions;
+use jobstatus::storage::StoreOptions;
+use jobstatus::{dev, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Token(args) => token(&args),
+        Command::Serve(args) => {
+            telemetry::init(args.log_format);
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(serve(args))
+        }
+    }
+}
+
+fn token(args: &TokenArgs) -> ExitCode {
+    let settings = match args.jwt.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let kind = if args.service {
+        TokenKind::Service
+    } else {
+        TokenKind::User
+    };
+    match mint(
+        &settings,
+        &args.sub,
+        kind,
+        chrono::Duration::seconds(args.ttl_secs),
+    ) {
+        Ok(t) => {
+            println!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> ExitCode {
+    let jwt = match (args.jwt.settings(), args.dev) {
+        (Ok(s), _) => s,
+        (Err(_), true) if args.jwt.jwt_secret.is_none() => JwtSettings {
+            secret: dev::generate_secret().into_bytes(),
+            issuer: args.jwt.jwt_issuer.clone(),
+            audience: args.jwt.jwt_audience.clone(),
+        },
+        (Err(e), _) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = Settings {
+        listen: args.listen,
+        database_url: args.database_url(),
+        jwt: jwt.clone(),
+        heartbeat: args.heartbeat(),
+        store: StoreOptions {
+            busy_timeout: Duration::from_millis(args.db_timeout_ms),
+            ..StoreOptions::default()
+        },
+        watch_buffer: usize::try_from(args.watch_buffer).unwrap_or(256),
+        serve: ServeOptions {
+            max_concurrent_streams: args.max_concurrent_streams,
+            ..ServeOptions::default()
+        },
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+    };
+    let app = match App::build(settings).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.dev
+        && let Err(e) = dev::prepare(app.jobs(), &jwt, app.local_addr()).await
+    {
+        tracing::error!("cannot prepare the demo job: {e}");
+        return ExitCode::FAILURE;
+    }
+    match app.run(app::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -39,10 +39,12 @@ pub enum DomainError {
         hint: String,
     },
     /// ABORTED: `expected_revision` did not match (AIP-154).
-    #[error(
-        "job {job} is at revision {actual}, not the expected {expected}; reload it and retry"
-    )]
-    RevisionMismatch { job: JobId, expected: i64, actual: i64 },
+    #[error("job {job} is at revision {actual}, not the expected {expected}; reload it and retry")]
+    RevisionMismatch {
+        job: JobId,
+        expected: i64,
+        actual: i64,
+    },
 }
 
 impl DomainError {

@@ -118,7 +118,10 @@ impl Reason {
         if chars > Self::MAX_CHARS {
             return Err(DomainError::invalid(
                 field,
-                format!("must be at most {} characters, got {chars}", Self::MAX_CHARS),
+                format!(
+                    "must be at most {} characters, got {chars}",
+                    Self::MAX_CHARS
+                ),
             ));
         }
         Ok(Self(value))

@@ -1,0 +1,42 @@
+-- Jobs (current state, one row per job) and their append-only event log.
+-- Both are written in one transaction per change; the log is what resuming
+-- and lagging watchers are caught up from.
+
+CREATE TABLE jobs (
+    job_id                INTEGER PRIMARY KEY CHECK (job_id > 0),
+    client_id             TEXT    NOT NULL CHECK (client_id <> ''),
+    worker_id             TEXT             CHECK (worker_id <> ''),
+    status                TEXT    NOT NULL CHECK (status IN (
+                              'open', 'in_progress', 'awaiting_client_approval',
+                              'awaiting_payment', 'completed', 'cancelled')),
+    payment_method        TEXT             CHECK (payment_method IN ('GCASH', 'CASH')),
+    payment_proof         TEXT,
+    change_request_reason TEXT,
+    cancel_reason         TEXT,
+    revision              INTEGER NOT NULL CHECK (revision > 0),
+    created_at            TEXT    NOT NULL,
+    updated_at            TEXT    NOT NULL
+);
+
+CREATE INDEX jobs_by_client ON jobs (client_id);
+CREATE INDEX jobs_by_worker ON jobs (worker_id) WHERE worker_id IS NOT NULL;
+
+CREATE TABLE job_events (
+    job_id     INTEGER NOT NULL REFERENCES jobs (job_id),
+    revision   INTEGER NOT NULL CHECK (revision > 0),
+    event      TEXT    NOT NULL CHECK (event IN (
+                   'job_created', 'worker_assigned', 'worker_marked_complete',
+                   'client_requested_changes', 'client_approved_completion',
+                   'payment_proof_submitted', 'payment_confirmed', 'job_cancelled')),
+    actor_id   TEXT    NOT NULL,
+    actor_role TEXT    NOT NULL CHECK (actor_role IN ('client', 'worker', 'service')),
+    request_id TEXT,
+    -- The whole event (including the job after it) as JSON.
+    payload    TEXT    NOT NULL,
+    created_at TEXT    NOT NULL,
+    PRIMARY KEY (job_id, revision)
+) WITHOUT ROWID;
+
+-- AIP-155 idempotency: a caller's request id names at most one change.
+CREATE UNIQUE INDEX job_events_by_request
+    ON job_events (actor_id, request_id) WHERE request_id IS NOT NULL;

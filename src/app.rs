@@ -1,0 +1,167 @@
+//! Wiring: opens the store, binds the listener, runs the server and shuts
+//! everything down in order. The one place that knows every component.
+//!
+//! Shutdown order: stop accepting and end every watch stream (they tell
+//! their clients to resume), let in-flight calls finish within the grace
+//! period, then let the store commit what is queued and close.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{JwtSettings, Verifier};
+use crate::grpc::{self, ServeOptions};
+use crate::hub::Hub;
+use crate::jobs::Jobs;
+use crate::storage::{Store, StoreOptions};
+
+/// Everything [`App::build`] needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub jwt: JwtSettings,
+    pub heartbeat: Duration,
+    pub store: StoreOptions,
+    pub watch_buffer: usize,
+    pub serve: ServeOptions,
+    pub shutdown_grace: Duration,
+}
+
+/// Why the service could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot open the database: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+#[derive(Debug)]
+pub struct App {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    jobs: Jobs,
+    store: Store,
+    verifier: Verifier,
+    shutdown: CancellationToken,
+    settings: Settings,
+}
+
+impl App {
+    /// Opens the database (running migrations) and binds the listener, so
+    /// that when this returns the service accepts connections.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let store = Store::connect(&settings.database_url, &settings.store).await?;
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+        let shutdown = CancellationToken::new();
+        let hub = Hub::new(settings.watch_buffer);
+        let jobs = Jobs::new(store.clone(), hub, shutdown.clone(), settings.heartbeat);
+        Ok(Self {
+            listener,
+            local_addr,
+            jobs,
+            store,
+            verifier: Verifier::new(&settings.jwt),
+            shutdown,
+            settings,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+
+    /// Serves until `signal` resolves, then shuts down gracefully.
+    pub async fn run(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let Self {
+            listener,
+            local_addr,
+            jobs,
+            store,
+            verifier,
+            shutdown,
+            settings,
+        } = self;
+        tracing::info!(%local_addr, database = %crate::storage::redact(&settings.database_url), "jobstatus listening");
+        let server = grpc::serve(
+            listener,
+            jobs,
+            verifier,
+            settings.serve.clone(),
+            shutdown.clone().cancelled_owned(),
+        );
+        tokio::pin!(server);
+        let result = tokio::select! {
+            result = &mut server => result,
+            () = signal => {
+                tracing::info!("shutting down: ending watch streams, finishing in-flight calls");
+                shutdown.cancel();
+                match tokio::time::timeout(settings.shutdown_grace, &mut server).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!(grace = ?settings.shutdown_grace, "calls still running after the grace period were dropped");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        shutdown.cancel();
+        store.close().await;
+        tracing::info!("stopped");
+        result.map_err(StartError::from)
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

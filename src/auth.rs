@@ -1,0 +1,403 @@
+//! Who is calling: verifies HS256 bearer tokens and mints them.
+//!
+//! Tokens issued by the platform's Django backend (djangorestframework-
+//! simplejwt) work unchanged: the user id may come from `user_id` (an integer
+//! or a string) instead of `sub`, and refresh tokens are refused. A token
+//! whose `scope` contains [`ADMIN_SCOPE`] (or whose `role` is `service`) is a
+//! service token. This module knows nothing about gRPC; it must never accept
+//! an algorithm other than HS256 or a token without `exp`.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Caller, ServiceId, UserId};
+
+/// The scope that admits a token to JobAdminService.
+pub const ADMIN_SCOPE: &str = "jobstatus.admin";
+/// Larger tokens are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// UNAUTHENTICATED
+    #[error("missing authorization metadata: send `authorization: Bearer <token>`")]
+    Missing,
+    /// UNAUTHENTICATED
+    #[error("authorization must be `Bearer <token>`")]
+    NotBearer,
+    /// UNAUTHENTICATED
+    #[error("token is larger than {MAX_TOKEN_BYTES} bytes")]
+    TooLarge,
+    /// UNAUTHENTICATED
+    #[error("token has expired")]
+    Expired,
+    /// UNAUTHENTICATED
+    #[error("refresh tokens are not accepted; send an access token")]
+    NotAccessToken,
+    /// UNAUTHENTICATED
+    #[error("token names no user: it needs `sub` or `user_id`")]
+    NoSubject,
+    /// UNAUTHENTICATED
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// PERMISSION_DENIED: a valid token without the admin scope.
+    #[error("this call needs a service token with the `{ADMIN_SCOPE}` scope")]
+    NotAService,
+}
+
+/// A verified caller and when their token stops being valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub caller: Caller,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Identity {
+    pub fn is_service(&self) -> bool {
+        matches!(self.caller, Caller::Service(_))
+    }
+}
+
+/// simplejwt writes `user_id` as an integer; other issuers use strings.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+enum FlexibleId {
+    Int(i64),
+    Str(String),
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct Claims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user_id: Option<FlexibleId>,
+    exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+}
+
+/// The token settings shared by verifying and minting.
+#[derive(Clone)]
+pub struct JwtSettings {
+    pub secret: Vec<u8>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+impl std::fmt::Debug for JwtSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSettings")
+            .field("secret", &"<redacted>")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+/// Verifies tokens. Cheap to clone.
+#[derive(Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    pub fn new(settings: &JwtSettings) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.required_spec_claims = HashSet::from(["exp".to_owned()]);
+        validation.validate_exp = true;
+        // simplejwt's default leeway is 0 too; streams end exactly at `exp`.
+        validation.leeway = 0;
+        match &settings.issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match &settings.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Self {
+            key: DecodingKey::from_secret(&settings.secret),
+            validation,
+        }
+    }
+
+    /// Verifies the value of an `authorization` header.
+    pub fn verify_header(&self, header: Option<&str>) -> Result<Identity, AuthError> {
+        let header = header.ok_or(AuthError::Missing)?;
+        let token = header
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+            .map(|_| header[7..].trim())
+            .ok_or(AuthError::NotBearer)?;
+        self.verify(token)
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TooLarge);
+        }
+        if token.is_empty() {
+            return Err(AuthError::NotBearer);
+        }
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e.to_string()),
+            })?
+            .claims;
+        if claims.token_type.as_deref().is_some_and(|t| t != "access") {
+            return Err(AuthError::NotAccessToken);
+        }
+        let expires_at = DateTime::from_timestamp(claims.exp, 0)
+            .ok_or_else(|| AuthError::Invalid("exp is out of range".into()))?;
+        let subject = match (claims.sub, claims.user_id) {
+            (Some(sub), _) => sub,
+            (None, Some(FlexibleId::Int(id))) => id.to_string(),
+            (None, Some(FlexibleId::Str(id))) => id,
+            (None, None) => return Err(AuthError::NoSubject),
+        };
+        let is_service = claims
+            .scope
+            .as_deref()
+            .is_some_and(|s| s.split_whitespace().any(|s| s == ADMIN_SCOPE))
+            || claims.role.as_deref() == Some("service");
+        let caller = if is_service {
+            Caller::Service(
+                ServiceId::parse("sub", subject)
+                    .map_err(|e| AuthError::Invalid(format!("bad subject: {e}")))?,
+            )
+        } else {
+            Caller::User(
+                UserId::parse("sub", subject)
+                    .map_err(|e| AuthError::Invalid(format!("bad subject: {e}")))?,
+            )
+        };
+        Ok(Identity { caller, expires_at })
+    }
+}
+
+/// What kind of token to mint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    User,
+    Service,
+}
+
+/// Mints an HS256 access token for `subject`, valid for `ttl`.
+pub fn mint(
+    settings: &JwtSettings,
+    subject: &str,
+    kind: TokenKind,
+    ttl: chrono::Duration,
+) -> Result<String, AuthError> {
+    let now = Utc::now();
+    let claims = Claims {
+        sub: Some(subject.to_owned()),
+        user_id: None,
+        exp: (now + ttl).timestamp(),
+        iat: Some(now.timestamp()),
+        token_type: Some("access".into()),
+        scope: (kind == TokenKind::Service).then(|| ADMIN_SCOPE.to_owned()),
+        role: None,
+        iss: settings.issuer.clone(),
+        aud: settings.audience.clone(),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&settings.secret),
+    )
+    .map_err(|e| AuthError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings() -> JwtSettings {
+        JwtSettings {
+            secret: b"test-secret".to_vec(),
+            issuer: None,
+            audience: None,
+        }
+    }
+
+    fn sign(claims: serde_json::Value, alg: Algorithm, secret: &[u8]) -> String {
+        jsonwebtoken::encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    fn future() -> i64 {
+        Utc::now().timestamp() + 600
+    }
+
+    #[test]
+    fn minted_tokens_round_trip() {
+        let v = Verifier::new(&settings());
+        let t = mint(
+            &settings(),
+            "alice",
+            TokenKind::User,
+            chrono::Duration::hours(1),
+        )
+        .unwrap();
+        let id = v.verify_header(Some(&format!("Bearer {t}"))).unwrap();
+        assert_eq!(
+            id.caller,
+            Caller::User(UserId::parse("u", "alice").unwrap())
+        );
+        let t = mint(
+            &settings(),
+            "payments",
+            TokenKind::Service,
+            chrono::Duration::hours(1),
+        )
+        .unwrap();
+        assert!(v.verify(&t).unwrap().is_service());
+    }
+
+    #[test]
+    fn simplejwt_access_tokens_with_integer_user_id() {
+        let v = Verifier::new(&settings());
+        let t = sign(
+            json!({"token_type": "access", "exp": future(), "jti": "x", "user_id": 42}),
+            Algorithm::HS256,
+            b"test-secret",
+        );
+        assert_eq!(
+            v.verify(&t).unwrap().caller,
+            Caller::User(UserId::parse("u", "42").unwrap())
+        );
+        let t = sign(
+            json!({"token_type": "access", "exp": future(), "user_id": "abc"}),
+            Algorithm::HS256,
+            b"test-secret",
+        );
+        assert_eq!(
+            v.verify(&t).unwrap().caller,
+            Caller::User(UserId::parse("u", "abc").unwrap())
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_must() {
+        let v = Verifier::new(&settings());
+        let refresh = sign(
+            json!({"token_type": "refresh", "exp": future(), "user_id": 42}),
+            Algorithm::HS256,
+            b"test-secret",
+        );
+        assert_eq!(v.verify(&refresh), Err(AuthError::NotAccessToken));
+        let expired = sign(
+            json!({"sub": "a", "exp": Utc::now().timestamp() - 10}),
+            Algorithm::HS256,
+            b"test-secret",
+        );
+        assert_eq!(v.verify(&expired), Err(AuthError::Expired));
+        let no_exp = sign(json!({"sub": "a"}), Algorithm::HS256, b"test-secret");
+        assert!(matches!(v.verify(&no_exp), Err(AuthError::Invalid(_))));
+        let wrong_key = sign(
+            json!({"sub": "a", "exp": future()}),
+            Algorithm::HS256,
+            b"other",
+        );
+        assert!(matches!(v.verify(&wrong_key), Err(AuthError::Invalid(_))));
+        let wrong_alg = sign(
+            json!({"sub": "a", "exp": future()}),
+            Algorithm::HS384,
+            b"test-secret",
+        );
+        assert!(matches!(v.verify(&wrong_alg), Err(AuthError::Invalid(_))));
+        let no_subject = sign(json!({"exp": future()}), Algorithm::HS256, b"test-secret");
+        assert_eq!(v.verify(&no_subject), Err(AuthError::NoSubject));
+        assert_eq!(v.verify_header(None), Err(AuthError::Missing));
+        assert_eq!(
+            v.verify_header(Some("Token abc")),
+            Err(AuthError::NotBearer)
+        );
+        assert_eq!(v.verify_header(Some("Bearer ")), Err(AuthError::NotBearer));
+        assert_eq!(
+            v.verify(&"a".repeat(MAX_TOKEN_BYTES + 1)),
+            Err(AuthError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn alg_none_is_refused() {
+        use base64_like::encode;
+        let header = encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let body = encode(format!(r#"{{"sub":"a","exp":{}}}"#, future()).as_bytes());
+        let v = Verifier::new(&settings());
+        assert!(matches!(
+            v.verify(&format!("{header}.{body}.")),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn issuer_and_audience_are_checked_when_configured() {
+        let strict = JwtSettings {
+            issuer: Some("marketplace".into()),
+            audience: Some("jobstatus".into()),
+            ..settings()
+        };
+        let v = Verifier::new(&strict);
+        let good = mint(&strict, "a", TokenKind::User, chrono::Duration::hours(1)).unwrap();
+        assert!(v.verify(&good).is_ok());
+        let bare = mint(
+            &settings(),
+            "a",
+            TokenKind::User,
+            chrono::Duration::hours(1),
+        )
+        .unwrap();
+        assert!(matches!(v.verify(&bare), Err(AuthError::Invalid(_))));
+    }
+
+    /// URL-safe base64 without padding, enough to hand-craft an unsigned JWT.
+    mod base64_like {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        pub fn encode(bytes: &[u8]) -> String {
+            let mut out = String::new();
+            for chunk in bytes.chunks(3) {
+                let b = [
+                    chunk[0],
+                    *chunk.get(1).unwrap_or(&0),
+                    *chunk.get(2).unwrap_or(&0),
+                ];
+                let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+                for i in 0..=chunk.len() {
+                    out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                }
+            }
+            out
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Command line and environment: every setting is a flag with a
+//! `JOBSTATUS_*` variable behind it (env first, for containers). This module
+//! only parses and validates; it never opens anything.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::auth::JwtSettings;
+
+/// The smallest HS256 secret accepted: 256 bits, as RFC 7518 asks.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jobstatus",
+    version,
+    about = "Live, durable job status over gRPC"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC server.
+    Serve(ServeArgs),
+    /// Print a signed access token for a user or a service.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JwtArgs {
+    /// HS256 secret shared with the token issuer (at least 32 bytes).
+    #[arg(long, env = "JOBSTATUS_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Required `iss` claim, if set.
+    #[arg(long, env = "JOBSTATUS_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    #[arg(long, env = "JOBSTATUS_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+}
+
+impl JwtArgs {
+    /// The settings, or why they are unusable.
+    pub fn settings(&self) -> Result<JwtSettings, String> {
+        let Some(secret) = &self.jwt_secret else {
+            return Err(
+                "no JWT secret: pass --jwt-secret or set JOBSTATUS_JWT_SECRET (or use --dev)"
+                    .into(),
+            );
+        };
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(format!(
+                "the JWT secret is {} bytes; use at least {MIN_SECRET_BYTES}",
+                secret.len()
+            ));
+        }
+        Ok(JwtSettings {
+            secret: secret.as_bytes().to_vec(),
+            issuer: self.jwt_issuer.clone(),
+            audience: self.jwt_audience.clone(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "JOBSTATUS_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// sqlite://path/to/file.db (created if missing).
+    /// Default: sqlite://jobstatus.db, or sqlite://jobstatus-dev.db with --dev.
+    #[arg(long, env = "JOBSTATUS_DATABASE_URL")]
+    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// Log format; filter with RUST_LOG (default: info).
+    #[arg(long, env = "JOBSTATUS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
+    pub log_format: LogFormat,
+    /// Try it out: local SQLite file, a generated secret (unless one is
+    /// given), a demo job, and ready-to-paste tokens printed at start-up.
+    #[arg(long, env = "JOBSTATUS_DEV")]
+    pub dev: bool,
+    /// Seconds between heartbeats on idle watch streams.
+    #[arg(long, env = "JOBSTATUS_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_secs: u64,
+    /// How long a database call may wait before failing with UNAVAILABLE.
+    #[arg(long, env = "JOBSTATUS_DB_TIMEOUT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub db_timeout_ms: u64,
+    /// Events a watcher may fall behind before it is caught up from the log.
+    #[arg(long, env = "JOBSTATUS_WATCH_BUFFER", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub watch_buffer: u64,
+    /// HTTP/2 streams per connection (each watch is one).
+    #[arg(long, env = "JOBSTATUS_MAX_STREAMS", default_value_t = 10_000)]
+    pub max_concurrent_streams: u32,
+    /// Seconds in-flight calls get to finish on shutdown.
+    #[arg(long, env = "JOBSTATUS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl ServeArgs {
+    pub fn database_url(&self) -> String {
+        match (&self.database_url, self.dev) {
+            (Some(url), _) => url.clone(),
+            (None, true) => "sqlite://jobstatus-dev.db".into(),
+            (None, false) => "sqlite://jobstatus.db".into(),
+        }
+    }
+
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user (or, with --service, the service) the token names.
+    #[arg(long)]
+    pub sub: String,
+    /// Mint a service token (admits to JobAdminService).
+    #[arg(long)]
+    pub service: bool,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_secs: i64,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_and_missing_secrets_are_refused_with_advice() {
+        let args = JwtArgs {
+            jwt_secret: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+        };
+        assert!(
+            args.settings()
+                .unwrap_err()
+                .contains("JOBSTATUS_JWT_SECRET")
+        );
+        let args = JwtArgs {
+            jwt_secret: Some("short".into()),
+            ..args
+        };
+        assert!(args.settings().unwrap_err().contains("at least 32"));
+    }
+
+    #[test]
+    fn cli_parses() {
+        let cli = Cli::try_parse_from(["jobstatus", "serve", "--dev", "--listen", "127.0.0.1:0"])
+            .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(args.database_url(), "sqlite://jobstatus-dev.db");
+        assert!(Cli::try_parse_from(["jobstatus", "serve", "--heartbeat-secs", "0"]).is_err());
+    }
+}

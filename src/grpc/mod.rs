@@ -1,0 +1,99 @@
+//! The gRPC transport: the only module that speaks tonic. [`serve`] wires
+//! JobService and JobAdminService (behind authentication), standard health
+//! checking and reflection (open) onto one listener.
+
+mod auth;
+mod convert;
+mod health;
+pub mod pb;
+mod service;
+mod status;
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::auth::Verifier;
+use crate::jobs::Jobs;
+use auth::Authenticate;
+use pb::job_admin_service_server::JobAdminServiceServer;
+use pb::job_service_server::JobServiceServer;
+use service::{JobAdminServiceImpl, JobServiceImpl};
+
+/// Transport settings.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// How often health checking probes the database.
+    pub health_interval: Duration,
+    /// HTTP/2 PING interval, so dead peers of idle watch streams are noticed.
+    pub keepalive: Duration,
+    /// HTTP/2 concurrent streams per connection (each WatchJob is one).
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            health_interval: Duration::from_secs(2),
+            keepalive: Duration::from_secs(30),
+            max_concurrent_streams: 10_000,
+        }
+    }
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and waits for
+/// in-flight calls (watch streams end on their own when the server's
+/// cancellation token fires).
+pub async fn serve(
+    listener: TcpListener,
+    jobs: Jobs,
+    verifier: Verifier,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let probe = health::spawn_probe(reporter, jobs.clone(), options.health_interval);
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| {
+            tracing::error!(error = %e, "reflection v1 could not be built");
+        });
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| {
+            tracing::error!(error = %e, "reflection v1alpha could not be built");
+        });
+
+    let job_service = JobServiceServer::with_interceptor(
+        JobServiceImpl::new(jobs.clone()),
+        Authenticate::users_and_services(verifier.clone()),
+    );
+    let admin_service = JobAdminServiceServer::with_interceptor(
+        JobAdminServiceImpl::new(jobs.clone()),
+        Authenticate::services_only(verifier),
+    );
+
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(options.keepalive));
+    let result = Server::builder()
+        .http2_keepalive_interval(Some(options.keepalive))
+        .max_concurrent_streams(options.max_concurrent_streams)
+        .add_service(health_service)
+        .add_optional_service(reflection_v1.ok())
+        .add_optional_service(reflection_v1alpha.ok())
+        .add_service(job_service)
+        .add_service(admin_service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    probe.abort();
+    result
+}

@@ -1,0 +1,60 @@
+//! The one place where errors become gRPC statuses. Every variant is
+//! matched by name (no wildcard), so a new error cannot silently map to the
+//! wrong code. Internal details are logged, never sent.
+
+use tonic::{Code, Status};
+
+use crate::auth::AuthError;
+use crate::domain::DomainError;
+use crate::error::AppError;
+use crate::storage::StorageError;
+
+impl From<AppError> for Status {
+    fn from(err: AppError) -> Self {
+        let message = err.to_string();
+        let code = match &err {
+            AppError::Domain(d) => match d {
+                DomainError::InvalidArgument { .. } => Code::InvalidArgument,
+                DomainError::NotFound(_) => Code::NotFound,
+                DomainError::NoAccess(_) | DomainError::WrongRole { .. } => Code::PermissionDenied,
+                DomainError::AlreadyExists(_) => Code::AlreadyExists,
+                DomainError::FailedPrecondition { .. } => Code::FailedPrecondition,
+                DomainError::RevisionMismatch { .. } => Code::Aborted,
+            },
+            AppError::Storage(s) => match s {
+                StorageError::Rejected(_) => Code::FailedPrecondition,
+                StorageError::Unavailable(_) => Code::Unavailable,
+                StorageError::Corrupt(_) | StorageError::Internal(_) => {
+                    tracing::error!(error = %s, "internal storage error");
+                    return Status::internal("internal error; it has been logged");
+                }
+            },
+            AppError::Auth(a) => match a {
+                AuthError::NotAService => Code::PermissionDenied,
+                AuthError::Missing
+                | AuthError::NotBearer
+                | AuthError::TooLarge
+                | AuthError::Expired
+                | AuthError::NotAccessToken
+                | AuthError::NoSubject
+                | AuthError::Invalid(_) => Code::Unauthenticated,
+            },
+            AppError::RequestIdReused { .. } => Code::InvalidArgument,
+            AppError::AccessLost(_) => Code::PermissionDenied,
+            AppError::ShuttingDown { .. } => Code::Unavailable,
+        };
+        Status::new(code, message)
+    }
+}
+
+impl From<DomainError> for Status {
+    fn from(err: DomainError) -> Self {
+        AppError::from(err).into()
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(err: AuthError) -> Self {
+        AppError::from(err).into()
+    }
+}

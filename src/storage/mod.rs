@@ -1,0 +1,189 @@
+//! Durable storage of jobs and their event log, behind one small interface.
+//!
+//! [`Store`] is a closed enum over the backends, so callers never see which
+//! database they run on. Every change goes through [`Store::execute`], which
+//! runs the domain's `decide` inside the job's transaction and commits the
+//! new job row and its event together. This module must never publish
+//! events or know about gRPC: the caller publishes after `execute` returns,
+//! which is after the commit.
+
+mod codec;
+mod sqlite;
+
+use std::time::Duration;
+
+use crate::domain::{DomainError, Event, Job, JobId, Request};
+
+pub use sqlite::SqliteStore;
+
+/// What `execute` did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The job changed; the event is committed and must now be published.
+    Changed(Event),
+    /// An idempotent repeat: nothing was written.
+    Unchanged(Job),
+    /// The caller's request id was already used: this is the event that the
+    /// first request committed. The caller checks it was the same request.
+    Replayed(Event),
+}
+
+/// The storage layer's one error type.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    /// The domain refused the command; nothing was written.
+    #[error(transparent)]
+    Rejected(#[from] DomainError),
+    /// The database cannot be reached or is too busy to answer in time.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A stored row does not decode: a bug or a hand-edited database.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// Any other database failure. Kept as text so one failure can be
+    /// reported to every request of a batch.
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(err: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &err {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
+                StorageError::Unavailable(err.to_string())
+            }
+            E::Database(db) if is_unavailable_code(db.code().as_deref()) => {
+                StorageError::Unavailable(db.message().to_owned())
+            }
+            _ => StorageError::Internal(err.to_string()),
+        }
+    }
+}
+
+/// SQLite's BUSY/LOCKED/IOERR/CANTOPEN and PostgreSQL's connection,
+/// shutdown and resource classes all mean "try again later".
+fn is_unavailable_code(code: Option<&str>) -> bool {
+    let Some(code) = code else { return false };
+    matches!(code, "5" | "6" | "10" | "14" | "261" | "517")
+        || code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P")
+}
+
+/// Tuning that applies to every backend.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// How long a query may wait for the database before failing UNAVAILABLE.
+    pub busy_timeout: Duration,
+    /// Connections for reads (snapshots, replays).
+    pub read_connections: u32,
+    /// How many waiting changes one write transaction may commit together.
+    pub max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            busy_timeout: Duration::from_secs(1),
+            read_connections: 8,
+            max_batch: 256,
+        }
+    }
+}
+
+/// The database, whichever it is.
+#[derive(Debug, Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// Opens the database named by `url` (`sqlite://path` or `sqlite::memory:`)
+    /// and runs its migrations.
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StorageError> {
+        if url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(SqliteStore::connect(url, options).await?))
+        } else {
+            Err(StorageError::Unavailable(format!(
+                "unsupported database URL scheme in {:?}: expected sqlite://",
+                redact(url)
+            )))
+        }
+    }
+
+    /// Decides and, if it changes the job, commits `request` in one
+    /// transaction. Concurrent changes to one job are serialized.
+    pub async fn execute(&self, request: Request) -> Result<Outcome, StorageError> {
+        match self {
+            Store::Sqlite(s) => s.execute(request).await,
+        }
+    }
+
+    pub async fn get_job(&self, id: JobId) -> Result<Option<Job>, StorageError> {
+        match self {
+            Store::Sqlite(s) => s.get_job(id).await,
+        }
+    }
+
+    /// Events of job `id` with revision > `after`, oldest first, at most `limit`.
+    pub async fn events_after(
+        &self,
+        id: JobId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StorageError> {
+        match self {
+            Store::Sqlite(s) => s.events_after(id, after, limit).await,
+        }
+    }
+
+    /// Cheap round trip used by health checking.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        match self {
+            Store::Sqlite(s) => s.ping().await,
+        }
+    }
+
+    /// Lets queued writes finish, then closes every connection.
+    pub async fn close(&self) {
+        match self {
+            Store::Sqlite(s) => s.close().await,
+        }
+    }
+}
+
+/// A database URL with any password replaced, for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_passwords_only() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn unavailable_codes() {
+        assert!(is_unavailable_code(Some("5")));
+        assert!(is_unavailable_code(Some("08006")));
+        assert!(is_unavailable_code(Some("57P01")));
+        assert!(!is_unavailable_code(Some("23505")));
+        assert!(!is_unavailable_code(None));
+    }
+}

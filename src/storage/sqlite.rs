@@ -1,0 +1,299 @@
+//! SQLite, the embedded default: one file, WAL, `synchronous=FULL`.
+//!
+//! SQLite has one writer at a time, so rather than let requests queue on its
+//! lock, one writer task owns the only write connection and commits whatever
+//! changes are waiting in a single transaction: one fsync acknowledges many
+//! changes, and none is acknowledged before its commit is on disk. Reads
+//! (snapshots, replays) use a separate pool and never wait for the writer.
+//! Nothing here may hold a connection while events are published.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Connection};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::codec::{self, JobRow, job_columns};
+use super::{Outcome, StorageError, StoreOptions};
+use crate::domain::{Decision, Event, Job, JobId, Request, decide};
+
+/// How many changes may wait for the writer before callers wait too.
+const WRITE_QUEUE: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    reads: SqlitePool,
+    writes: mpsc::Sender<WriteOp>,
+    /// Cancelled by `close`: the writer stops taking new changes, commits
+    /// what is queued and exits.
+    closing: CancellationToken,
+    writer: TaskTracker,
+}
+
+#[derive(Debug)]
+struct WriteOp {
+    request: Request,
+    reply: oneshot::Sender<Result<Outcome, StorageError>>,
+}
+
+impl SqliteStore {
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StorageError> {
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            return Err(StorageError::Unavailable(
+                "in-memory SQLite is not supported: every acknowledged change must be durable; \
+                 use a file such as sqlite://jobstatus.db"
+                    .into(),
+            ));
+        }
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StorageError::Unavailable(format!("bad SQLite URL {url:?}: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(options.busy_timeout);
+
+        let mut writer_conn = connect.connect().await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&mut writer_conn)
+            .await
+            .map_err(|e| StorageError::Internal(format!("migrations failed: {e}")))?;
+
+        let reads = SqlitePoolOptions::new()
+            .max_connections(options.read_connections.max(1))
+            .acquire_timeout(options.busy_timeout)
+            .connect_with(connect.read_only(true).create_if_missing(false))
+            .await?;
+
+        let (writes, rx) = mpsc::channel(WRITE_QUEUE);
+        let closing = CancellationToken::new();
+        let writer = TaskTracker::new();
+        writer.spawn(run_writer(
+            writer_conn,
+            rx,
+            options.max_batch.max(1),
+            closing.clone(),
+        ));
+        writer.close();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                reads,
+                writes,
+                closing,
+                writer,
+            }),
+        })
+    }
+
+    pub async fn execute(&self, request: Request) -> Result<Outcome, StorageError> {
+        let (reply, answer) = oneshot::channel();
+        let shutting_down = || StorageError::Unavailable("the server is shutting down".into());
+        self.inner
+            .writes
+            .send(WriteOp { request, reply })
+            .await
+            .map_err(|_| shutting_down())?;
+        answer.await.map_err(|_| shutting_down())?
+    }
+
+    pub async fn get_job(&self, id: JobId) -> Result<Option<Job>, StorageError> {
+        sqlx::query_as::<_, JobRow>(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE job_id = ?"
+        ))
+        .bind(id.get())
+        .fetch_optional(&self.inner.reads)
+        .await?
+        .map(Job::try_from)
+        .transpose()
+    }
+
+    pub async fn events_after(
+        &self,
+        id: JobId,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Event>, StorageError> {
+        let payloads: Vec<String> = sqlx::query_scalar(
+            "SELECT payload FROM job_events WHERE job_id = ? AND revision > ? \
+             ORDER BY revision LIMIT ?",
+        )
+        .bind(id.get())
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.inner.reads)
+        .await?;
+        payloads.iter().map(|p| codec::decode_event(p)).collect()
+    }
+
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        if self.inner.writes.is_closed() {
+            return Err(StorageError::Unavailable("the writer has stopped".into()));
+        }
+        sqlx::query("SELECT 1").execute(&self.inner.reads).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.inner.closing.cancel();
+        self.inner.writer.wait().await;
+        self.inner.reads.close().await;
+    }
+}
+
+/// The writer task: commits queued changes in batches until closed, then
+/// drains the queue.
+async fn run_writer(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<WriteOp>,
+    max_batch: usize,
+    closing: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    let mut accepting = true;
+    loop {
+        let received = tokio::select! {
+            n = rx.recv_many(&mut batch, max_batch) => n,
+            () = closing.cancelled(), if accepting => {
+                accepting = false;
+                rx.close();
+                continue;
+            }
+        };
+        if received == 0 {
+            break;
+        }
+        let requests: Vec<&Request> = batch.iter().map(|op| &op.request).collect();
+        let results = match commit_batch(&mut conn, &requests).await {
+            Ok(results) => results,
+            Err(err) => {
+                tracing::error!(error = %err, changes = batch.len(), "write transaction failed");
+                vec![Err(err); batch.len()]
+            }
+        };
+        for (op, result) in batch.drain(..).zip(results) {
+            // The caller may have gone (cancelled RPC); the change stands.
+            let _ = op.reply.send(result);
+        }
+    }
+    if let Err(err) = conn.close().await {
+        tracing::warn!(error = %err, "closing the SQLite writer connection failed");
+    }
+}
+
+/// Decides and writes every request in one transaction. A refused request
+/// gets its own error; a database error fails the whole batch, which then
+/// wrote nothing.
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    requests: &[&Request],
+) -> Result<Vec<Result<Outcome, StorageError>>, StorageError> {
+    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    let mut results = Vec::with_capacity(requests.len());
+    for request in requests {
+        match apply(&mut tx, request).await {
+            Err(StorageError::Rejected(refusal)) => results.push(Err(refusal.into())),
+            Err(err) => return Err(err),
+            Ok(outcome) => results.push(Ok(outcome)),
+        }
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+async fn apply(conn: &mut SqliteConnection, request: &Request) -> Result<Outcome, StorageError> {
+    if let Some(request_id) = &request.request_id {
+        let earlier: Option<String> = sqlx::query_scalar(
+            "SELECT payload FROM job_events WHERE actor_id = ? AND request_id = ?",
+        )
+        .bind(request.caller.id())
+        .bind(request_id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(payload) = earlier {
+            return Ok(Outcome::Replayed(codec::decode_event(&payload)?));
+        }
+    }
+    let current = sqlx::query_as::<_, JobRow>(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE job_id = ?"
+    ))
+    .bind(request.job_id.get())
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(Job::try_from)
+    .transpose()?;
+    match decide(current.as_ref(), request, codec::now())? {
+        Decision::Unchanged(job) => Ok(Outcome::Unchanged(job)),
+        Decision::Changed(event) => {
+            write_event(conn, &event).await?;
+            Ok(Outcome::Changed(event))
+        }
+    }
+}
+
+async fn write_event(conn: &mut SqliteConnection, event: &Event) -> Result<(), StorageError> {
+    let job = &event.job;
+    // The WHERE makes the upsert a compare-and-set on the revision, so a
+    // history can never fork even if two writers ever raced.
+    let updated = sqlx::query(concat!(
+        "INSERT INTO jobs (",
+        job_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (job_id) DO UPDATE SET \
+           worker_id = excluded.worker_id, status = excluded.status, \
+           payment_method = excluded.payment_method, payment_proof = excluded.payment_proof, \
+           change_request_reason = excluded.change_request_reason, \
+           cancel_reason = excluded.cancel_reason, revision = excluded.revision, \
+           updated_at = excluded.updated_at \
+         WHERE jobs.revision = excluded.revision - 1"
+    ))
+    .bind(job.id.get())
+    .bind(job.client_id.as_str())
+    .bind(job.worker_id.as_ref().map(|w| w.as_str()))
+    .bind(job.status.as_str())
+    .bind(job.payment_method.map(|m| m.as_str()))
+    .bind(job.payment_proof.as_ref().map(|p| p.as_str()))
+    .bind(job.change_request_reason.as_ref().map(|r| r.as_str()))
+    .bind(job.cancel_reason.as_ref().map(|r| r.as_str()))
+    .bind(job.revision)
+    .bind(job.created_at)
+    .bind(job.updated_at)
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() != 1 {
+        return Err(StorageError::Internal(format!(
+            "job {} moved while revision {} was being written",
+            job.id, job.revision
+        )));
+    }
+    sqlx::query(
+        "INSERT INTO job_events \
+         (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(job.id.get())
+    .bind(job.revision)
+    .bind(event.kind.as_str())
+    .bind(&event.actor_id)
+    .bind(codec::role_str(event.actor_role))
+    .bind(event.request_id.as_ref().map(|r| r.as_str()))
+    .bind(codec::encode_event(event)?)
+    .bind(event.at())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
