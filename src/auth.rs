@@ -129,12 +129,20 @@ impl Verifier {
         validation.validate_exp = true;
         // simplejwt's default leeway is 0 too; streams end exactly at `exp`.
         validation.leeway = 0;
+        // A configured claim must also be present: jsonwebtoken only checks
+        // the claims it is told are required.
         match &settings.issuer {
-            Some(iss) => validation.set_issuer(&[iss]),
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                validation.required_spec_claims.insert("iss".to_owned());
+            }
             None => validation.iss = None,
         }
         match &settings.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                validation.required_spec_claims.insert("aud".to_owned());
+            }
             None => validation.validate_aud = false,
         }
         Self {

@@ -1,0 +1,196 @@
+//! The process around the service: graceful shutdown with resumable
+//! streams, durability across restarts, health checking and reflection.
+
+use crate::helpers::*;
+use jobstatus::grpc::pb::{self, EventType, PaymentMethod};
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+crate::backend_tests!(
+    shutdown_ends_streams_resumably_and_restart_loses_nothing,
+    health_and_reflection_answer_without_a_token,
+);
+
+async fn shutdown_ends_streams_resumably_and_restart_loses_nothing(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    app.create_job(1).await;
+    let mut client = app.client(CLIENT).await;
+    let mut worker = app.client(WORKER).await;
+    let mut w = watch(&mut client, 1, None).await;
+    snapshot(&mut w).await;
+    worker.mark_complete(mark(1)).await.expect("mark");
+    assert_eq!(event(&mut w).await.revision, 2);
+
+    app.stop().await;
+    let status = end(&mut w).await.expect_err("shutdown is not a clean end");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("after_revision=2"),
+        "the status says where to resume: {}",
+        status.message()
+    );
+
+    // A new process on the same database: acknowledged changes survived, and
+    // a change made while the watcher was away is replayed on resume.
+    let app = TestApp::start(app.db.clone(), app.options.clone()).await;
+    let mut client = app.client(CLIENT).await;
+    client
+        .approve_completion(approve(1, PaymentMethod::Cash))
+        .await
+        .expect("approve after restart");
+    let mut resumed = watch(&mut client, 1, Some(2)).await;
+    let e = event(&mut resumed).await;
+    assert_eq!(e.revision, 3);
+    assert_eq!(e.event(), EventType::ClientApprovedCompletion);
+    assert_eq!(e.payment_method(), PaymentMethod::Cash);
+}
+
+async fn health_and_reflection_answer_without_a_token(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await);
+    for service in ["", "jobstatus.v1.JobService", "jobstatus.v1.JobAdminService"] {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let status = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .expect("health answers")
+                .into_inner()
+                .status;
+            if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{service:?} never SERVING");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    // Reflection v1.
+    {
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        let mut client = ServerReflectionClient::new(app.channel().await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("reflection v1")
+            .into_inner();
+        let response = responses.next().await.expect("a response").expect("ok");
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("expected a service list");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for wanted in ["jobstatus.v1.JobService", "jobstatus.v1.JobAdminService", "grpc.health.v1.Health"] {
+            assert!(names.iter().any(|n| n == wanted), "{wanted} missing from {names:?}");
+        }
+    }
+    // Reflection v1alpha, which older grpcurl versions speak.
+    {
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        let mut client = ServerReflectionClient::new(app.channel().await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "jobstatus.v1.JobService".into(),
+            )),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .expect("reflection v1alpha")
+            .into_inner();
+        let response = responses.next().await.expect("a response").expect("ok");
+        let Some(MessageResponse::FileDescriptorResponse(files)) = response.message_response else {
+            panic!("expected file descriptors");
+        };
+        assert!(!files.file_descriptor_proto.is_empty());
+    }
+}
+
+/// grpcurl, the tool the README's examples use, against the real server.
+/// Skipped (loudly) where grpcurl is not installed, unless
+/// JOBSTATUS_REQUIRE_GRPCURL=1 (set by .ci/run) makes it required.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_lists_and_calls_the_services() {
+    let found = std::process::Command::new("grpcurl")
+        .arg("-version")
+        .output()
+        .is_ok_and(|o| o.status.success() || !o.stderr.is_empty());
+    if !found {
+        assert!(
+            std::env::var("JOBSTATUS_REQUIRE_GRPCURL").is_err(),
+            "grpcurl is required (JOBSTATUS_REQUIRE_GRPCURL is set) but not installed"
+        );
+        eprintln!("SKIPPED grpcurl_lists_and_calls_the_services: grpcurl is not installed");
+        return;
+    }
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.create_job(1).await;
+    let addr = app.addr.to_string();
+    let run = move |args: Vec<String>| {
+        let out = std::process::Command::new("grpcurl")
+            .args(&args)
+            .output()
+            .expect("grpcurl runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let a = addr.clone();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || run(vec!["-plaintext".into(), a, "list".into()]))
+        .await
+        .expect("join");
+    assert!(ok, "grpcurl list failed: {err}");
+    assert!(out.contains("jobstatus.v1.JobService"), "{out}");
+    assert!(out.contains("jobstatus.v1.JobAdminService"), "{out}");
+
+    let a = addr.clone();
+    let auth = format!("authorization: Bearer {}", token(WORKER));
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        run(vec![
+            "-plaintext".into(),
+            "-H".into(),
+            auth,
+            "-d".into(),
+            r#"{"job_id": 1}"#.into(),
+            a,
+            "jobstatus.v1.JobService/MarkComplete".into(),
+        ])
+    })
+    .await
+    .expect("join");
+    assert!(ok, "grpcurl MarkComplete failed: {err}");
+    assert!(out.contains("JOB_STATUS_AWAITING_CLIENT_APPROVAL"), "{out}");
+
+    let a = addr.clone();
+    let auth = format!("authorization: Bearer {}", token(STRANGER));
+    let (ok, _, err) = tokio::task::spawn_blocking(move || {
+        run(vec![
+            "-plaintext".into(),
+            "-H".into(),
+            auth,
+            "-d".into(),
+            r#"{"job_id": 1}"#.into(),
+            a,
+            "jobstatus.v1.JobService/GetJob".into(),
+        ])
+    })
+    .await
+    .expect("join");
+    assert!(!ok);
+    assert!(err.contains("PermissionDenied"), "{err}");
+    let _ = pb::JobStatus::Open;
+}
