@@ -47,7 +47,11 @@ async fn calls_without_a_valid_token_are_unauthenticated(backend: Backend) {
             Code::Unauthenticated,
             needle,
         );
-        assert_status(c.mark_complete(mark(1)).await, Code::Unauthenticated, needle);
+        assert_status(
+            c.mark_complete(mark(1)).await,
+            Code::Unauthenticated,
+            needle,
+        );
     }
 }
 
@@ -66,7 +70,8 @@ async fn user_tokens_cannot_use_the_admin_service(backend: Backend) {
         Code::PermissionDenied,
         "service token",
     );
-    let mut anonymous = JobAdminServiceClient::with_interceptor(app.channel().await, Bearer::none());
+    let mut anonymous =
+        JobAdminServiceClient::with_interceptor(app.channel().await, Bearer::none());
     assert_status(
         anonymous.cancel_job(pb::CancelJobRequest::default()).await,
         Code::Unauthenticated,
@@ -79,7 +84,8 @@ async fn strangers_are_denied_without_learning_whether_a_job_exists(backend: Bac
     app.create_job(1).await;
     let mut stranger = app.client(STRANGER).await;
     for id in [1, 999] {
-        let message = format!("job {id} does not exist or you are not its client or assigned worker");
+        let message =
+            format!("job {id} does not exist or you are not its client or assigned worker");
         assert_status(
             stranger.get_job(pb::GetJobRequest { job_id: id }).await,
             Code::PermissionDenied,
@@ -94,9 +100,15 @@ async fn strangers_are_denied_without_learning_whether_a_job_exists(backend: Bac
             .expect("stream opens; the refusal comes in-band")
             .into_inner();
         assert_status(end(&mut w).await, Code::PermissionDenied, &message);
-        assert_status(stranger.mark_complete(mark(id)).await, Code::PermissionDenied, &message);
         assert_status(
-            stranger.approve_completion(approve(id, PaymentMethod::Cash)).await,
+            stranger.mark_complete(mark(id)).await,
+            Code::PermissionDenied,
+            &message,
+        );
+        assert_status(
+            stranger
+                .approve_completion(approve(id, PaymentMethod::Cash))
+                .await,
             Code::PermissionDenied,
             &message,
         );
@@ -115,14 +127,18 @@ async fn wrong_party_is_denied(backend: Backend) {
     );
     worker.mark_complete(mark(1)).await.expect("mark");
     assert_status(
-        worker.approve_completion(approve(1, PaymentMethod::Cash)).await,
+        worker
+            .approve_completion(approve(1, PaymentMethod::Cash))
+            .await,
         Code::PermissionDenied,
         "only the job's client may approve completion",
     );
     // A service token on JobService may read but cannot act for a party.
     let mut service = app.client_for(&service_token()).await;
     assert_status(
-        service.approve_completion(approve(1, PaymentMethod::Cash)).await,
+        service
+            .approve_completion(approve(1, PaymentMethod::Cash))
+            .await,
         Code::PermissionDenied,
         "client",
     );
@@ -139,7 +155,11 @@ async fn bad_arguments_are_invalid_argument(backend: Backend) {
             Code::InvalidArgument,
             "job_id: must be a positive integer",
         );
-        assert_status(client.mark_complete(mark(id)).await, Code::InvalidArgument, "job_id");
+        assert_status(
+            client.mark_complete(mark(id)).await,
+            Code::InvalidArgument,
+            "job_id",
+        );
         assert_status(
             client
                 .watch_job(pb::WatchJobRequest {
@@ -152,7 +172,9 @@ async fn bad_arguments_are_invalid_argument(backend: Backend) {
         );
     }
     assert_status(
-        client.approve_completion(approve(1, PaymentMethod::Unspecified)).await,
+        client
+            .approve_completion(approve(1, PaymentMethod::Unspecified))
+            .await,
         Code::InvalidArgument,
         "payment_method: is required",
     );
@@ -269,7 +291,11 @@ async fn unknown_jobs_are_not_found_for_services(backend: Backend) {
         Code::NotFound,
         "job 404",
     );
-    assert_status(admin.confirm_payment(confirm(404)).await, Code::NotFound, "job 404");
+    assert_status(
+        admin.confirm_payment(confirm(404)).await,
+        Code::NotFound,
+        "job 404",
+    );
     let mut service = app.client_for(&service_token()).await;
     assert_status(
         service.get_job(pb::GetJobRequest { job_id: 404 }).await,
@@ -300,7 +326,9 @@ async fn illegal_transitions_name_the_current_state(backend: Backend) {
     app.create_job(1).await;
     let mut client = app.client(CLIENT).await;
     assert_status(
-        client.approve_completion(approve(1, PaymentMethod::Cash)).await,
+        client
+            .approve_completion(approve(1, PaymentMethod::Cash))
+            .await,
         Code::FailedPrecondition,
         "job 1 is in_progress",
     );
@@ -361,7 +389,11 @@ async fn request_id_retries_return_the_original_answer(backend: Backend) {
         request_id: id.into(),
         ..Default::default()
     };
-    let first = worker.mark_complete(with_id("req-1")).await.expect("first").into_inner();
+    let first = worker
+        .mark_complete(with_id("req-1"))
+        .await
+        .expect("first")
+        .into_inner();
     assert_eq!(first.revision, 2);
     client
         .request_changes(changes(1, "redo"))
@@ -369,9 +401,17 @@ async fn request_id_retries_return_the_original_answer(backend: Backend) {
         .expect("changes");
     // The retry arrives after the job moved on: it gets the original answer
     // and does not mark the job complete a second time.
-    let retry = worker.mark_complete(with_id("req-1")).await.expect("retry").into_inner();
+    let retry = worker
+        .mark_complete(with_id("req-1"))
+        .await
+        .expect("retry")
+        .into_inner();
     assert_eq!(retry, first);
-    let now = client.get_job(pb::GetJobRequest { job_id: 1 }).await.expect("get").into_inner();
+    let now = client
+        .get_job(pb::GetJobRequest { job_id: 1 })
+        .await
+        .expect("get")
+        .into_inner();
     assert_eq!(now.revision, 3);
     assert_eq!(now.status(), pb::JobStatus::InProgress);
     // The same id for a different request is refused.
@@ -394,8 +434,16 @@ async fn request_id_retries_return_the_original_answer(backend: Backend) {
         ..Default::default()
     };
     worker.mark_complete(mark(1)).await.expect("mark again");
-    let a = client.approve_completion(approve_retry.clone()).await.expect("approve").into_inner();
-    let b = client.approve_completion(approve_retry).await.expect("approve retry").into_inner();
+    let a = client
+        .approve_completion(approve_retry.clone())
+        .await
+        .expect("approve")
+        .into_inner();
+    let b = client
+        .approve_completion(approve_retry)
+        .await
+        .expect("approve retry")
+        .into_inner();
     assert_eq!(a, b);
     // A CreateJob retry with the same id returns the job, not ALREADY_EXISTS.
     let create = pb::CreateJobRequest {
@@ -405,8 +453,16 @@ async fn request_id_retries_return_the_original_answer(backend: Backend) {
         request_id: "create-2".into(),
     };
     let mut admin = app.admin().await;
-    let c1 = admin.create_job(create.clone()).await.expect("create").into_inner();
-    let c2 = admin.create_job(create).await.expect("create retry").into_inner();
+    let c1 = admin
+        .create_job(create.clone())
+        .await
+        .expect("create")
+        .into_inner();
+    let c2 = admin
+        .create_job(create)
+        .await
+        .expect("create retry")
+        .into_inner();
     assert_eq!(c1, c2);
 }
 
@@ -422,35 +478,79 @@ async fn locked_sqlite_database_is_unavailable_and_not_serving() {
     };
     let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
     let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
-    assert_eq!(health.check(check()).await.expect("health").into_inner().status, serving);
+    assert_eq!(
+        health
+            .check(check())
+            .await
+            .expect("health")
+            .into_inner()
+            .status,
+        serving
+    );
 
     // Another process takes SQLite's write lock and keeps it.
     let path = app.db.url.trim_start_matches("sqlite://").to_owned();
-    let mut locker = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&path);
+    let mut locker = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
     locker = locker.busy_timeout(std::time::Duration::from_millis(100));
     use sqlx::{ConnectOptions, Connection};
     let mut conn = locker.connect().await.expect("second connection");
-    sqlx::query("BEGIN EXCLUSIVE").execute(&mut conn).await.expect("lock");
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut conn)
+        .await
+        .expect("lock");
 
     let started = std::time::Instant::now();
-    assert_status(worker.mark_complete(mark(1)).await, Code::Unavailable, "database unavailable");
-    assert!(started.elapsed() < PATIENCE, "fails fast instead of hanging");
+    assert_status(
+        worker.mark_complete(mark(1)).await,
+        Code::Unavailable,
+        "database unavailable",
+    );
+    assert!(
+        started.elapsed() < PATIENCE,
+        "fails fast instead of hanging"
+    );
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while health.check(check()).await.expect("health").into_inner().status != not_serving {
-        assert!(tokio::time::Instant::now() < deadline, "health should report NOT_SERVING");
+    while health
+        .check(check())
+        .await
+        .expect("health")
+        .into_inner()
+        .status
+        != not_serving
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health should report NOT_SERVING"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
-    sqlx::query("ROLLBACK").execute(&mut conn).await.expect("unlock");
+    sqlx::query("ROLLBACK")
+        .execute(&mut conn)
+        .await
+        .expect("unlock");
     conn.close().await.expect("close");
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while health.check(check()).await.expect("health").into_inner().status != serving {
-        assert!(tokio::time::Instant::now() < deadline, "health should recover");
+    while health
+        .check(check())
+        .await
+        .expect("health")
+        .into_inner()
+        .status
+        != serving
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "health should recover"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     // Nothing was lost or half-written: the failed call changed nothing and
     // the job moves on normally now.
-    let job = worker.mark_complete(mark(1)).await.expect("works again").into_inner();
+    let job = worker
+        .mark_complete(mark(1))
+        .await
+        .expect("works again")
+        .into_inner();
     assert_eq!(job.revision, 2);
 }

@@ -28,7 +28,10 @@ async fn seed_two_watchers_see_mark_complete_and_cash_approval(backend: Backend)
         assert!(!job.worker_marked_complete);
     }
 
-    worker.mark_complete(mark(123)).await.expect("worker marks complete");
+    worker
+        .mark_complete(mark(123))
+        .await
+        .expect("worker marks complete");
     for w in [&mut client_watch, &mut worker_watch] {
         let e = event(w).await;
         assert_eq!(e.event(), EventType::WorkerMarkedComplete);
@@ -85,7 +88,11 @@ async fn cash_payment_runs_to_completion_and_ends_streams_cleanly(backend: Backe
         .into_inner();
     assert_eq!(job.payment_proof_ref, "uploads/receipt-7.jpg");
     assert_eq!(job.status(), JobStatus::AwaitingPayment);
-    let job = worker.confirm_payment(confirm(7)).await.expect("confirm").into_inner();
+    let job = worker
+        .confirm_payment(confirm(7))
+        .await
+        .expect("confirm")
+        .into_inner();
     assert_eq!(job.status(), JobStatus::Completed);
     assert_eq!(job.revision, 5);
 
@@ -108,11 +115,16 @@ async fn cash_payment_runs_to_completion_and_ends_streams_cleanly(backend: Backe
         ]
     );
     // Completed is terminal: the stream ends with OK after the last event.
-    end(&mut w).await.expect("clean end after the terminal event");
+    end(&mut w)
+        .await
+        .expect("clean end after the terminal event");
 
     // Watching a finished job: its snapshot, then a clean end.
     let mut again = watch(&mut client, 7, None).await;
-    assert_eq!(snapshot(&mut again).await.job.expect("job").status(), JobStatus::Completed);
+    assert_eq!(
+        snapshot(&mut again).await.job.expect("job").status(),
+        JobStatus::Completed
+    );
     end(&mut again).await.expect("clean end");
 }
 
@@ -137,11 +149,19 @@ async fn gcash_payment_is_confirmed_by_the_payment_service(backend: Backend) {
         tonic::Code::PermissionDenied,
         "payment service",
     );
-    let job = admin.confirm_payment(confirm(8)).await.expect("payment service confirms").into_inner();
+    let job = admin
+        .confirm_payment(confirm(8))
+        .await
+        .expect("payment service confirms")
+        .into_inner();
     assert_eq!(job.status(), JobStatus::Completed);
     assert_eq!(job.payment_method(), PaymentMethod::Gcash);
     // A repeat from the payment system (webhook retry) is harmless.
-    let again = admin.confirm_payment(confirm(8)).await.expect("repeat").into_inner();
+    let again = admin
+        .confirm_payment(confirm(8))
+        .await
+        .expect("repeat")
+        .into_inner();
     assert_eq!(again.revision, job.revision);
 }
 
@@ -159,14 +179,21 @@ async fn requested_changes_send_the_job_back_to_work(backend: Backend) {
         .expect("changes")
         .into_inner();
     assert_eq!(job.status(), JobStatus::InProgress);
-    assert_eq!(job.change_request_reason, "The paint is still wet on the north wall");
+    assert_eq!(
+        job.change_request_reason,
+        "The paint is still wet on the north wall"
+    );
     event(&mut w).await;
     let e = event(&mut w).await;
     assert_eq!(e.event(), EventType::ClientRequestedChanges);
     assert_eq!(e.reason, "The paint is still wet on the north wall");
     assert!(!e.worker_marked_complete);
     // And the worker can mark it complete again.
-    let job = worker.mark_complete(mark(9)).await.expect("mark again").into_inner();
+    let job = worker
+        .mark_complete(mark(9))
+        .await
+        .expect("mark again")
+        .into_inner();
     assert_eq!(job.status(), JobStatus::AwaitingClientApproval);
     assert_eq!(event(&mut w).await.revision, 4);
 }

@@ -48,7 +48,11 @@ async fn shutdown_ends_streams_resumably_and_restart_loses_nothing(backend: Back
 async fn health_and_reflection_answer_without_a_token(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel().await);
-    for service in ["", "jobstatus.v1.JobService", "jobstatus.v1.JobAdminService"] {
+    for service in [
+        "",
+        "jobstatus.v1.JobService",
+        "jobstatus.v1.JobAdminService",
+    ] {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
             let status = health
@@ -62,17 +66,20 @@ async fn health_and_reflection_answer_without_a_token(backend: Backend) {
             if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{service:?} never SERVING");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{service:?} never SERVING"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 
     // Reflection v1.
     {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1::ServerReflectionRequest;
         let mut client = ServerReflectionClient::new(app.channel().await);
         let request = ServerReflectionRequest {
             host: String::new(),
@@ -88,16 +95,23 @@ async fn health_and_reflection_answer_without_a_token(backend: Backend) {
             panic!("expected a service list");
         };
         let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-        for wanted in ["jobstatus.v1.JobService", "jobstatus.v1.JobAdminService", "grpc.health.v1.Health"] {
-            assert!(names.iter().any(|n| n == wanted), "{wanted} missing from {names:?}");
+        for wanted in [
+            "jobstatus.v1.JobService",
+            "jobstatus.v1.JobAdminService",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(
+                names.iter().any(|n| n == wanted),
+                "{wanted} missing from {names:?}"
+            );
         }
     }
     // Reflection v1alpha, which older grpcurl versions speak.
     {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
         use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
         use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
         use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
         let mut client = ServerReflectionClient::new(app.channel().await);
         let request = ServerReflectionRequest {
             host: String::new(),
@@ -150,9 +164,10 @@ async fn grpcurl_lists_and_calls_the_services() {
         )
     };
     let a = addr.clone();
-    let (ok, out, err) = tokio::task::spawn_blocking(move || run(vec!["-plaintext".into(), a, "list".into()]))
-        .await
-        .expect("join");
+    let (ok, out, err) =
+        tokio::task::spawn_blocking(move || run(vec!["-plaintext".into(), a, "list".into()]))
+            .await
+            .expect("join");
     assert!(ok, "grpcurl list failed: {err}");
     assert!(out.contains("jobstatus.v1.JobService"), "{out}");
     assert!(out.contains("jobstatus.v1.JobAdminService"), "{out}");

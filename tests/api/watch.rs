@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::helpers::*;
 use jobstatus::grpc::pb::job_service_client::JobServiceClient;
-use jobstatus::grpc::pb::{self, EventType, JobStatus, PaymentMethod, SnapshotReason};
 use jobstatus::grpc::pb::watch_job_response::Kind;
+use jobstatus::grpc::pb::{self, EventType, JobStatus, PaymentMethod, SnapshotReason};
 use tonic::Code;
 use tonic::transport::Endpoint;
 
@@ -190,8 +190,16 @@ async fn repeats_publish_nothing(backend: Backend) {
     let mut client = app.client(CLIENT).await;
     let mut w = watch(&mut client, 6, None).await;
     snapshot(&mut w).await;
-    let first = worker.mark_complete(mark(6)).await.expect("mark").into_inner();
-    let again = worker.mark_complete(mark(6)).await.expect("repeat").into_inner();
+    let first = worker
+        .mark_complete(mark(6))
+        .await
+        .expect("mark")
+        .into_inner();
+    let again = worker
+        .mark_complete(mark(6))
+        .await
+        .expect("repeat")
+        .into_inner();
     assert_eq!(first.revision, 2);
     assert_eq!(again.revision, 2, "a repeat changes nothing");
     client
@@ -205,7 +213,9 @@ async fn repeats_publish_nothing(backend: Backend) {
         .into_inner();
     assert_eq!(same.revision, 3);
     assert_status(
-        client.approve_completion(approve(6, PaymentMethod::Cash)).await,
+        client
+            .approve_completion(approve(6, PaymentMethod::Cash))
+            .await,
         Code::FailedPrecondition,
         "already approved with GCASH",
     );
@@ -246,22 +256,38 @@ async fn reassigned_worker_loses_the_stream(backend: Backend) {
         })
         .await
         .expect("reassign");
-    assert_status(end(&mut ww).await, Code::PermissionDenied, "no longer have access");
+    assert_status(
+        end(&mut ww).await,
+        Code::PermissionDenied,
+        "no longer have access",
+    );
     let e = event(&mut cw).await;
     assert_eq!(e.event(), EventType::WorkerAssigned);
     assert_eq!(e.job.expect("job").worker_id, OTHER_WORKER);
     // The old worker can no longer act or watch; the new one can.
-    assert_status(worker.mark_complete(mark(7)).await, Code::PermissionDenied, "job 7");
+    assert_status(
+        worker.mark_complete(mark(7)).await,
+        Code::PermissionDenied,
+        "job 7",
+    );
     let mut new_worker = app.client(OTHER_WORKER).await;
     let mut nw = watch(&mut new_worker, 7, None).await;
-    assert_eq!(snapshot(&mut nw).await.job.expect("job").status(), JobStatus::InProgress);
-    new_worker.mark_complete(mark(7)).await.expect("new worker marks");
+    assert_eq!(
+        snapshot(&mut nw).await.job.expect("job").status(),
+        JobStatus::InProgress
+    );
+    new_worker
+        .mark_complete(mark(7))
+        .await
+        .expect("new worker marks");
 }
 
 async fn expired_token_ends_the_stream(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.create_job(8).await;
-    let mut short = app.client_for(&token_for(CLIENT, chrono::Duration::seconds(2))).await;
+    let mut short = app
+        .client_for(&token_for(CLIENT, chrono::Duration::seconds(2)))
+        .await;
     let mut w = watch(&mut short, 8, None).await;
     snapshot(&mut w).await;
     assert_status(end(&mut w).await, Code::Unauthenticated, "expired");
