@@ -3,10 +3,12 @@
 //!
 //! Shutdown order: stop accepting and end every watch stream (they tell
 //! their clients to resume), let in-flight calls finish within the grace
-//! period, then let the store commit what is queued and close.
+//! period, stop the PostgreSQL listener (if any), then let the store commit
+//! what is queued and close.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -15,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{JwtSettings, Verifier};
 use crate::grpc::{self, ServeOptions};
 use crate::hub::Hub;
+use crate::hub::pg_listen::{self, ListenOptions, ListenerStats};
 use crate::jobs::Jobs;
 use crate::storage::{Store, StoreOptions};
 
@@ -54,6 +57,8 @@ pub struct App {
     verifier: Verifier,
     shutdown: CancellationToken,
     settings: Settings,
+    /// What the PostgreSQL listener task has done (all zero on SQLite).
+    listener_stats: Arc<ListenerStats>,
 }
 
 impl App {
@@ -83,6 +88,7 @@ impl App {
             verifier: Verifier::new(&settings.jwt),
             shutdown,
             settings,
+            listener_stats: Arc::default(),
         })
     }
 
@@ -92,6 +98,11 @@ impl App {
 
     pub fn jobs(&self) -> &Jobs {
         &self.jobs
+    }
+
+    /// The PostgreSQL listener's counters (they stay zero on SQLite).
+    pub fn listener_stats(&self) -> Arc<ListenerStats> {
+        self.listener_stats.clone()
     }
 
     /// Serves until `signal` resolves, then shuts down gracefully.
@@ -107,8 +118,26 @@ impl App {
             verifier,
             shutdown,
             settings,
+            listener_stats,
         } = self;
         tracing::info!(%local_addr, database = %crate::storage::redact(&settings.database_url), "jobstatus listening");
+        // On PostgreSQL, events other replicas commit reach local watchers
+        // through this task. It is started here rather than in `build` so
+        // that `run` owns it: it ends on the shutdown token and is awaited
+        // below, before the store (and its listen pool) closes.
+        let pg_listener = match &store {
+            Store::Postgres(pg) => Some(tokio::spawn(pg_listen::run(
+                pg.clone(),
+                jobs.hub().clone(),
+                ListenOptions {
+                    backoff: settings.store.listener_backoff,
+                    backoff_max: settings.store.listener_backoff_max,
+                },
+                listener_stats,
+                shutdown.child_token(),
+            ))),
+            Store::Sqlite(_) => None,
+        };
         let server = grpc::serve(
             listener,
             jobs,
@@ -132,6 +161,11 @@ impl App {
             }
         };
         shutdown.cancel();
+        if let Some(task) = pg_listener
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the PostgreSQL listener task failed");
+        }
         store.close().await;
         tracing::info!("stopped");
         result.map_err(StartError::from)

@@ -78,7 +78,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "JOBSTATUS_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// sqlite://path/to/file.db (created if missing).
+    /// sqlite://path/to/file.db (created if missing), or
+    /// postgres://user:password@host:5432/db (postgresql:// also works) to
+    /// run several replicas on one PostgreSQL.
     /// Default: sqlite://jobstatus.db, or sqlite://jobstatus-dev.db with --dev.
     #[arg(long, env = "JOBSTATUS_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -97,6 +99,21 @@ pub struct ServeArgs {
     /// How long a database call may wait before failing with UNAVAILABLE.
     #[arg(long, env = "JOBSTATUS_DB_TIMEOUT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub db_timeout_ms: u64,
+    /// PostgreSQL: connections per replica for queries and transactions
+    /// (the LISTEN session takes one more).
+    #[arg(long, env = "JOBSTATUS_DB_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_pool_size: u32,
+    /// PostgreSQL: the longest one statement may run (statement_timeout)
+    /// before the call fails with UNAVAILABLE.
+    #[arg(long, env = "JOBSTATUS_DB_STATEMENT_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub db_statement_timeout_ms: u64,
+    /// PostgreSQL: first wait before reopening a broken LISTEN session;
+    /// doubles per failure up to --listener-backoff-max-ms.
+    #[arg(long, env = "JOBSTATUS_LISTENER_BACKOFF_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub listener_backoff_ms: u64,
+    /// PostgreSQL: the longest wait between LISTEN reconnect attempts.
+    #[arg(long, env = "JOBSTATUS_LISTENER_BACKOFF_MAX_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub listener_backoff_max_ms: u64,
     /// Events a watcher may fall behind before it is caught up from the log.
     #[arg(long, env = "JOBSTATUS_WATCH_BUFFER", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub watch_buffer: u64,
@@ -106,6 +123,22 @@ pub struct ServeArgs {
     /// Seconds in-flight calls get to finish on shutdown.
     #[arg(long, env = "JOBSTATUS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// A browser origin allowed to call the API with grpc-web, such as
+    /// https://app.example.com (repeat the flag, or comma-separate in the
+    /// variable). No wildcards. --dev also allows any localhost origin.
+    #[arg(
+        long = "cors-origin",
+        env = "JOBSTATUS_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub cors_origins: Vec<String>,
+    /// PEM certificate chain: serve TLS (browsers then use HTTP/2).
+    #[arg(long, env = "JOBSTATUS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "JOBSTATUS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl ServeArgs {
@@ -119,6 +152,20 @@ impl ServeArgs {
 
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs)
+    }
+
+    /// The browser origins allowed by --cors-origin (and --dev).
+    pub fn cors_policy(&self) -> Result<crate::grpc::web::CorsPolicy, String> {
+        let origins = self
+            .cors_origins
+            .iter()
+            .filter(|o| !o.trim().is_empty())
+            .map(|o| crate::grpc::web::parse_origin(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::grpc::web::CorsPolicy {
+            origins,
+            allow_localhost: self.dev,
+        })
     }
 }
 
@@ -169,5 +216,38 @@ mod tests {
         };
         assert_eq!(args.database_url(), "sqlite://jobstatus-dev.db");
         assert!(Cli::try_parse_from(["jobstatus", "serve", "--heartbeat-secs", "0"]).is_err());
+    }
+
+    #[test]
+    fn cors_origins_repeat_and_wildcards_are_refused() {
+        let cli = Cli::try_parse_from([
+            "jobstatus",
+            "serve",
+            "--cors-origin",
+            "https://a.example.com",
+            "--cors-origin",
+            "http://localhost:5173,https://B.example.com",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        let policy = args.cors_policy().unwrap();
+        assert_eq!(
+            policy.origins,
+            [
+                "https://a.example.com",
+                "http://localhost:5173",
+                "https://b.example.com"
+            ]
+        );
+        assert!(!policy.allow_localhost);
+        let cli = Cli::try_parse_from(["jobstatus", "serve", "--cors-origin", "*"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        assert!(args.cors_policy().unwrap_err().contains("wildcards"));
+        // A certificate without its key (or the reverse) is refused.
+        assert!(Cli::try_parse_from(["jobstatus", "serve", "--tls-cert", "c.pem"]).is_err());
     }
 }

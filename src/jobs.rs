@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_stream::try_stream;
@@ -37,10 +38,18 @@ pub enum SnapshotReason {
     Resync,
 }
 
+/// Counters an operator (and the tests) can read.
+#[derive(Debug, Default)]
+pub struct WatchStats {
+    /// Times a watcher fell behind (lag or gap) and was caught up from the log.
+    pub catch_ups: AtomicU64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Jobs {
     store: Store,
     hub: Hub,
+    stats: Arc<WatchStats>,
     /// Cancelled when the server shuts down; ends every watch.
     shutdown: CancellationToken,
     heartbeat: Duration,
@@ -51,6 +60,7 @@ impl Jobs {
         Self {
             store,
             hub,
+            stats: Arc::default(),
             shutdown,
             heartbeat,
         }
@@ -58,6 +68,24 @@ impl Jobs {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    pub fn stats(&self) -> &WatchStats {
+        &self.stats
+    }
+
+    /// Cancelled when the server shuts down (ends every watch stream).
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// How long an idle watch stream waits before sending a heartbeat.
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
     }
 
     /// Runs a command; publishes its event after the commit. Returns the job
@@ -202,6 +230,7 @@ impl Jobs {
                     // log has everything up to what we just saw, so read it.
                     Wake::Received(Ok(_)) | Wake::Received(Err(RecvError::Lagged(_))) => {
                         tracing::debug!(job_id = %id, last, "watcher catching up from the log");
+                        this.stats.catch_ups.fetch_add(1, Ordering::Relaxed);
                         catching_up = true;
                     }
                     Wake::Received(Err(RecvError::Closed)) => {
@@ -222,7 +251,7 @@ enum Wake {
 }
 
 /// The tokio instant at which wall-clock time `at` arrives.
-fn instant_at(at: DateTime<Utc>) -> Instant {
+pub(crate) fn instant_at(at: DateTime<Utc>) -> Instant {
     let remaining = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
     // Far-future expiries would overflow Instant; a year is forever here.
     Instant::now() + remaining.min(Duration::from_secs(365 * 24 * 3600))

@@ -12,6 +12,7 @@
 //! - [`hub`]: per-job broadcast channels that fan committed events out.
 //! - [`jobs`]: the application service: commands, reads and the watch
 //!   promise (snapshot, replay, lag recovery), free of transport concerns.
+//! - [`my_jobs`]: WatchMyJobs, every job of one user on one stream.
 //! - [`auth`]: bearer token verification and minting.
 //! - [`grpc`]: the tonic transport (services, auth interceptor, health,
 //!   reflection, status mapping).
@@ -26,5 +27,6 @@ pub mod error;
 pub mod grpc;
 pub mod hub;
 pub mod jobs;
+pub mod my_jobs;
 pub mod storage;
 pub mod telemetry;

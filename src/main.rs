@@ -10,6 +10,7 @@ use jobstatus::app::{self, App, Settings};
 use jobstatus::auth::{JwtSettings, TokenKind, mint};
 use jobstatus::config::{Cli, Command, ServeArgs, TokenArgs};
 use jobstatus::grpc::ServeOptions;
+use jobstatus::grpc::tls::TlsPem;
 use jobstatus::storage::StoreOptions;
 use jobstatus::{dev, telemetry};
 
@@ -74,6 +75,23 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let cors = match args.cors_policy() {
+        Ok(cors) => cors,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match TlsPem::load(cert, key) {
+            Ok(pem) => Some(pem),
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     let settings = Settings {
         listen: args.listen,
         database_url: args.database_url(),
@@ -81,11 +99,17 @@ async fn serve(args: ServeArgs) -> ExitCode {
         heartbeat: args.heartbeat(),
         store: StoreOptions {
             busy_timeout: Duration::from_millis(args.db_timeout_ms),
+            pool_size: args.db_pool_size,
+            statement_timeout: Duration::from_millis(args.db_statement_timeout_ms),
+            listener_backoff: Duration::from_millis(args.listener_backoff_ms),
+            listener_backoff_max: Duration::from_millis(args.listener_backoff_max_ms),
             ..StoreOptions::default()
         },
         watch_buffer: usize::try_from(args.watch_buffer).unwrap_or(256),
         serve: ServeOptions {
             max_concurrent_streams: args.max_concurrent_streams,
+            cors,
+            tls,
             ..ServeOptions::default()
         },
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),

@@ -1,6 +1,8 @@
 -- Jobs (current state, one row per job) and their append-only event log.
 -- Both are written in one transaction per change, together with a
--- pg_notify that tells every replica about the new revision.
+-- pg_notify('jobstatus_events', '<job_id>:<revision>') that tells every
+-- replica about the new revision once (and only if) the change commits.
+-- Same schema as migrations/sqlite; never edit a migration once applied.
 
 CREATE TABLE jobs (
     job_id                BIGINT      PRIMARY KEY CHECK (job_id > 0),
@@ -14,6 +16,7 @@ CREATE TABLE jobs (
     change_request_reason TEXT,
     cancel_reason         TEXT,
     revision              BIGINT      NOT NULL CHECK (revision > 0),
+    -- Microseconds, like codec::now(), so a job reads back exactly as written.
     created_at            TIMESTAMPTZ NOT NULL,
     updated_at            TIMESTAMPTZ NOT NULL
 );
@@ -31,10 +34,13 @@ CREATE TABLE job_events (
     actor_id   TEXT        NOT NULL,
     actor_role TEXT        NOT NULL CHECK (actor_role IN ('client', 'worker', 'service')),
     request_id TEXT,
-    payload    JSONB       NOT NULL,
+    -- The whole event (including the job after it) as JSON text, not JSONB:
+    -- text round-trips the serialized event byte for byte.
+    payload    TEXT        NOT NULL,
     created_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (job_id, revision)
 );
 
+-- AIP-155 idempotency: a caller's request id names at most one change.
 CREATE UNIQUE INDEX job_events_by_request
     ON job_events (actor_id, request_id) WHERE request_id IS NOT NULL;

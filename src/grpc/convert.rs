@@ -306,3 +306,34 @@ pub fn watch_item(item: &WatchItem) -> pb::WatchJobResponse {
     };
     pb::WatchJobResponse { kind: Some(kind) }
 }
+
+/// One WatchMyJobs message.
+pub fn my_jobs_item(item: &crate::my_jobs::MyJobsItem) -> pb::WatchMyJobsResponse {
+    use crate::my_jobs::MyJobsItem;
+    use pb::watch_my_jobs_response::Kind;
+    let kind = match item {
+        MyJobsItem::Snapshot { job: j, reason } => Kind::Snapshot(pb::Snapshot {
+            job: Some(job(j)),
+            reason: match reason {
+                SnapshotReason::Initial => pb::SnapshotReason::Initial,
+                SnapshotReason::Resync => pb::SnapshotReason::Resync,
+            }
+            .into(),
+        }),
+        MyJobsItem::Event(e) => Kind::Event(event(e)),
+        MyJobsItem::Heartbeat { at } => Kind::Heartbeat(pb::Heartbeat {
+            revision: 0,
+            server_time: Some(timestamp(*at)),
+        }),
+        MyJobsItem::Left {
+            job,
+            revision,
+            cause,
+        } => Kind::Left(pb::JobLeft {
+            job_id: job.get(),
+            revision: *revision,
+            cause: cause.map_or(pb::EventType::Unspecified, event_type).into(),
+        }),
+    };
+    pb::WatchMyJobsResponse { kind: Some(kind) }
+}

@@ -1,6 +1,8 @@
 //! The gRPC transport: the only module that speaks tonic. [`serve`] wires
 //! JobService and JobAdminService (behind authentication), standard health
-//! checking and reflection (open) onto one listener.
+//! checking and reflection (open) onto one listener. The same port speaks
+//! native gRPC over HTTP/2 and grpc-web over HTTP/1.1 or HTTP/2 ([`web`]),
+//! in clear text or TLS ([`tls`]).
 
 mod auth;
 mod convert;
@@ -8,6 +10,8 @@ mod health;
 pub mod pb;
 mod service;
 mod status;
+pub mod tls;
+pub mod web;
 
 use std::future::Future;
 use std::time::Duration;
@@ -32,6 +36,10 @@ pub struct ServeOptions {
     pub keepalive: Duration,
     /// HTTP/2 concurrent streams per connection (each WatchJob is one).
     pub max_concurrent_streams: u32,
+    /// Which browser origins may call the API (grpc-web). Closed by default.
+    pub cors: web::CorsPolicy,
+    /// Serve TLS with this certificate instead of clear text.
+    pub tls: Option<tls::TlsPem>,
 }
 
 impl Default for ServeOptions {
@@ -40,6 +48,8 @@ impl Default for ServeOptions {
             health_interval: Duration::from_secs(2),
             keepalive: Duration::from_secs(30),
             max_concurrent_streams: 10_000,
+            cors: web::CorsPolicy::default(),
+            tls: None,
         }
     }
 }
@@ -84,7 +94,16 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(options.keepalive));
-    let result = Server::builder()
+    let builder = match &options.tls {
+        Some(pem) => Server::builder().tls_config(pem.server_config())?,
+        None => Server::builder(),
+    };
+    // grpc-web: browsers over HTTP/1.1 (plain text) or HTTP/2 (TLS); the
+    // CORS layer is outermost so it answers preflights before anything else.
+    let result = builder
+        .accept_http1(true)
+        .layer(web::cors_layer(&options.cors))
+        .layer(tonic_web::GrpcWebLayer::new())
         .http2_keepalive_interval(Some(options.keepalive))
         .max_concurrent_streams(options.max_concurrent_streams)
         .add_service(health_service)

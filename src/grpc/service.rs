@@ -209,6 +209,46 @@ impl JobService for JobServiceImpl {
             });
         Ok(Response::new(Box::pin(stream)))
     }
+
+    type WatchMyJobsStream = MyJobsStream;
+
+    async fn watch_my_jobs(
+        &self,
+        request: Request<pb::WatchMyJobsRequest>,
+    ) -> Result<Response<Self::WatchMyJobsStream>, Status> {
+        let identity = identity(&request)?;
+        let message = request.into_inner();
+        let after = crate::my_jobs::resume_map(&message.after_revisions)?;
+        let span = tracing::info_span!(
+            "watch_my_jobs",
+            caller = identity.caller.id(),
+            resumed_jobs = after.len()
+        );
+        tracing::info!(parent: &span, "watch opened");
+        let stream = self
+            .jobs
+            .watch_my_jobs(identity, after)
+            .map(move |item| match item {
+                Ok(item) => Ok(convert::my_jobs_item(&item)),
+                Err(err) => {
+                    let status = my_jobs_status(err);
+                    tracing::info!(parent: &span, code = ?status.code(), message = status.message(), "watch ended");
+                    Err(status)
+                }
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+pub type MyJobsStream = Pin<Box<dyn Stream<Item = Result<pb::WatchMyJobsResponse, Status>> + Send>>;
+
+fn my_jobs_status(err: crate::my_jobs::MyJobsError) -> Status {
+    use crate::my_jobs::MyJobsError;
+    match err {
+        MyJobsError::App(app) => Status::from(app),
+        MyJobsError::ShuttingDown => Status::unavailable(err.to_string()),
+        MyJobsError::NotAUser => Status::permission_denied(err.to_string()),
+    }
 }
 
 #[tonic::async_trait]

@@ -6,6 +6,13 @@
 //! watches is a no-op. The hub is lossy by design (a slow receiver sees
 //! `Lagged`): watchers recover from the event log, so the hub must never
 //! block a publisher and never do I/O.
+//!
+//! [`users`] holds the per-user channels of WatchMyJobs; every publish goes
+//! to both. [`pg_listen`] feeds the hub with events other replicas commit
+//! (PostgreSQL only); it is the one part of this module that does I/O.
+
+pub mod pg_listen;
+pub mod users;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -28,6 +35,8 @@ struct Inner {
     /// await, and publishing must not yield.
     topics: Mutex<HashMap<JobId, Topic>>,
     capacity: usize,
+    /// WatchMyJobs streams, per user.
+    users: users::UserHub,
 }
 
 #[derive(Debug)]
@@ -46,6 +55,7 @@ impl Hub {
             inner: Arc::new(Inner {
                 topics: Mutex::new(HashMap::new()),
                 capacity: capacity.max(1),
+                users: users::UserHub::new(capacity),
             }),
         }
     }
@@ -76,11 +86,31 @@ impl Hub {
 
     /// Hands `event` to every current watcher of its job. Never blocks.
     pub fn publish(&self, event: SharedEvent) {
-        let topics = self.topics();
-        if let Some(topic) = topics.get(&event.job_id()) {
-            // An error only means no receiver is left; nothing to do.
-            let _ = topic.sender.send(event);
+        {
+            let topics = self.topics();
+            if let Some(topic) = topics.get(&event.job_id()) {
+                // An error only means no receiver is left; nothing to do.
+                let _ = topic.sender.send(event.clone());
+            }
         }
+        self.inner.users.publish(&event);
+    }
+
+    /// The per-user channels (WatchMyJobs).
+    pub fn users(&self) -> &users::UserHub {
+        &self.inner.users
+    }
+
+    /// Whether anybody on this replica watches `job` (the PostgreSQL
+    /// listener skips reading events nobody here would receive).
+    pub fn is_watched(&self, job: JobId) -> bool {
+        self.topics().contains_key(&job)
+    }
+
+    /// Every job somebody on this replica watches (resynchronising after
+    /// the PostgreSQL listener reconnects).
+    pub fn watched_jobs(&self) -> Vec<JobId> {
+        self.topics().keys().copied().collect()
     }
 
     /// How many jobs currently have a topic (for tests and metrics).

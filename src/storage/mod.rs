@@ -8,12 +8,15 @@
 //! which is after the commit.
 
 mod codec;
+mod postgres;
 mod sqlite;
 
 use std::time::Duration;
 
 use crate::domain::{DomainError, Event, Job, JobId, Request};
 
+pub(crate) use postgres::parse_notification;
+pub use postgres::{EVENTS_CHANNEL, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// What `execute` did.
@@ -80,6 +83,16 @@ pub struct StoreOptions {
     pub read_connections: u32,
     /// How many waiting changes one write transaction may commit together.
     pub max_batch: usize,
+    /// PostgreSQL: connections in the pool (queries and transactions; the
+    /// LISTEN session has its own). Each in-flight RPC holds at most one.
+    pub pool_size: u32,
+    /// PostgreSQL: the longest one statement may run before it is cancelled
+    /// and the call fails UNAVAILABLE.
+    pub statement_timeout: Duration,
+    /// PostgreSQL: the first wait before reconnecting a broken LISTEN
+    /// session; doubled on each failure up to `listener_backoff_max`.
+    pub listener_backoff: Duration,
+    pub listener_backoff_max: Duration,
 }
 
 impl Default for StoreOptions {
@@ -88,6 +101,10 @@ impl Default for StoreOptions {
             busy_timeout: Duration::from_secs(1),
             read_connections: 8,
             max_batch: 256,
+            pool_size: 10,
+            statement_timeout: Duration::from_secs(5),
+            listener_backoff: Duration::from_millis(200),
+            listener_backoff_max: Duration::from_secs(5),
         }
     }
 }
@@ -96,17 +113,22 @@ impl Default for StoreOptions {
 #[derive(Debug, Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PostgresStore),
 }
 
 impl Store {
-    /// Opens the database named by `url` (`sqlite://path` or `sqlite::memory:`)
-    /// and runs its migrations.
+    /// Opens the database named by `url` (`sqlite://path`, or
+    /// `postgres://…` / `postgresql://…`) and runs its migrations.
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StorageError> {
         if url.starts_with("sqlite:") {
             Ok(Store::Sqlite(SqliteStore::connect(url, options).await?))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Store::Postgres(
+                PostgresStore::connect(url, options).await?,
+            ))
         } else {
             Err(StorageError::Unavailable(format!(
-                "unsupported database URL scheme in {:?}: expected sqlite://",
+                "unsupported database URL scheme in {:?}: expected sqlite:// or postgres://",
                 redact(url)
             )))
         }
@@ -117,12 +139,14 @@ impl Store {
     pub async fn execute(&self, request: Request) -> Result<Outcome, StorageError> {
         match self {
             Store::Sqlite(s) => s.execute(request).await,
+            Store::Postgres(s) => s.execute(request).await,
         }
     }
 
     pub async fn get_job(&self, id: JobId) -> Result<Option<Job>, StorageError> {
         match self {
             Store::Sqlite(s) => s.get_job(id).await,
+            Store::Postgres(s) => s.get_job(id).await,
         }
     }
 
@@ -135,6 +159,16 @@ impl Store {
     ) -> Result<Vec<Event>, StorageError> {
         match self {
             Store::Sqlite(s) => s.events_after(id, after, limit).await,
+            Store::Postgres(s) => s.events_after(id, after, limit).await,
+        }
+    }
+
+    /// Jobs where `user` is the client or the assigned worker, ordered by
+    /// job id, at most `limit` (WatchMyJobs). Both indexes on `jobs` serve it.
+    pub async fn jobs_of_user(&self, user: &str, limit: u32) -> Result<Vec<Job>, StorageError> {
+        match self {
+            Store::Sqlite(s) => s.jobs_of_user(user, limit).await,
+            Store::Postgres(s) => s.jobs_of_user(user, limit).await,
         }
     }
 
@@ -142,6 +176,7 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StorageError> {
         match self {
             Store::Sqlite(s) => s.ping().await,
+            Store::Postgres(s) => s.ping().await,
         }
     }
 
@@ -149,6 +184,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Store::Sqlite(s) => s.close().await,
+            Store::Postgres(s) => s.close().await,
         }
     }
 }

@@ -42,9 +42,15 @@ struct Inner {
 }
 
 #[derive(Debug)]
-struct WriteOp {
-    request: Request,
-    reply: oneshot::Sender<Result<Outcome, StorageError>>,
+enum WriteOp {
+    Execute {
+        request: Request,
+        reply: oneshot::Sender<Result<Outcome, StorageError>>,
+    },
+    /// Health checking: can the writer take the write lock right now?
+    Ping {
+        reply: oneshot::Sender<Result<(), StorageError>>,
+    },
 }
 
 impl SqliteStore {
@@ -101,7 +107,7 @@ impl SqliteStore {
         let shutting_down = || StorageError::Unavailable("the server is shutting down".into());
         self.inner
             .writes
-            .send(WriteOp { request, reply })
+            .send(WriteOp::Execute { request, reply })
             .await
             .map_err(|_| shutting_down())?;
         answer.await.map_err(|_| shutting_down())?
@@ -138,12 +144,33 @@ impl SqliteStore {
         payloads.iter().map(|p| codec::decode_event(p)).collect()
     }
 
+    /// Jobs where `user` is the client or the assigned worker, by id.
+    pub async fn jobs_of_user(&self, user: &str, limit: u32) -> Result<Vec<Job>, StorageError> {
+        sqlx::query_as::<_, JobRow>(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE client_id = ?1 OR worker_id = ?1 ORDER BY job_id LIMIT ?2"
+        ))
+        .bind(user)
+        .bind(i64::from(limit))
+        .fetch_all(&self.inner.reads)
+        .await?
+        .into_iter()
+        .map(Job::try_from)
+        .collect()
+    }
+
+    /// Checks both paths: a read, and that the writer can take the lock.
     pub async fn ping(&self) -> Result<(), StorageError> {
-        if self.inner.writes.is_closed() {
-            return Err(StorageError::Unavailable("the writer has stopped".into()));
-        }
         sqlx::query("SELECT 1").execute(&self.inner.reads).await?;
-        Ok(())
+        let stopped = || StorageError::Unavailable("the SQLite writer has stopped".into());
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .writes
+            .send(WriteOp::Ping { reply })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     pub async fn close(&self) {
@@ -175,17 +202,32 @@ async fn run_writer(
         if received == 0 {
             break;
         }
-        let requests: Vec<&Request> = batch.iter().map(|op| &op.request).collect();
+        let mut requests = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
+        for op in batch.drain(..) {
+            match op {
+                WriteOp::Execute { request, reply } => {
+                    requests.push(request);
+                    replies.push(reply);
+                }
+                WriteOp::Ping { reply } => {
+                    let _ = reply.send(ping_writer(&mut conn).await);
+                }
+            }
+        }
+        if requests.is_empty() {
+            continue;
+        }
         let results = match commit_batch(&mut conn, &requests).await {
             Ok(results) => results,
             Err(err) => {
-                tracing::error!(error = %err, changes = batch.len(), "write transaction failed");
-                vec![Err(err); batch.len()]
+                tracing::error!(error = %err, changes = requests.len(), "write transaction failed");
+                vec![Err(err); requests.len()]
             }
         };
-        for (op, result) in batch.drain(..).zip(results) {
+        for (reply, result) in replies.into_iter().zip(results) {
             // The caller may have gone (cancelled RPC); the change stands.
-            let _ = op.reply.send(result);
+            let _ = reply.send(result);
         }
     }
     if let Err(err) = conn.close().await {
@@ -193,12 +235,19 @@ async fn run_writer(
     }
 }
 
+/// Takes and releases the write lock, failing like a write would.
+async fn ping_writer(conn: &mut SqliteConnection) -> Result<(), StorageError> {
+    let tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    tx.rollback().await?;
+    Ok(())
+}
+
 /// Decides and writes every request in one transaction. A refused request
 /// gets its own error; a database error fails the whole batch, which then
 /// wrote nothing.
 async fn commit_batch(
     conn: &mut SqliteConnection,
-    requests: &[&Request],
+    requests: &[Request],
 ) -> Result<Vec<Result<Outcome, StorageError>>, StorageError> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     let mut results = Vec::with_capacity(requests.len());

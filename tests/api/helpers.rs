@@ -3,6 +3,13 @@
 //! Every test gets its own database, so tests run in parallel. Tests are
 //! written once as `async fn name(backend: Backend)` and instantiated per
 //! backend by [`backend_tests!`].
+//!
+//! PostgreSQL tests use the server at `JOBSTATUS_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432`): each creates its own database
+//! `jobstatus_t_<random>` there and drops it when the test ends. Where that
+//! server is unreachable they print `SKIPPED (PostgreSQL not reachable …)`
+//! and pass, unless `JOBSTATUS_REQUIRE_POSTGRES=1` (set by `.ci/run`) makes
+//! them fail.
 
 #![allow(dead_code)]
 
@@ -11,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jobstatus::app::{App, Settings, StartError};
+use jobstatus::hub::pg_listen::ListenerStats;
 use jobstatus::auth::{JwtSettings, TokenKind, mint};
 use jobstatus::grpc::ServeOptions;
 use jobstatus::grpc::pb;
@@ -41,6 +49,7 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
+    Postgres,
 }
 
 /// Instantiates each `async fn name(backend: Backend)` once per backend.
@@ -55,6 +64,17 @@ macro_rules! backend_tests {
                 }
             )*
         }
+        pub mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if !$crate::helpers::postgres_available(stringify!($name)).await {
+                        return;
+                    }
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
     };
 }
 
@@ -62,6 +82,7 @@ macro_rules! backend_tests {
 pub struct TestOptions {
     pub heartbeat: Duration,
     pub watch_buffer: usize,
+    pub store: StoreOptions,
 }
 
 impl Default for TestOptions {
@@ -69,6 +90,14 @@ impl Default for TestOptions {
         Self {
             heartbeat: Duration::from_secs(15),
             watch_buffer: 256,
+            store: StoreOptions {
+                // Several servers run at once on one PostgreSQL; keep each
+                // one's share of its connections small.
+                pool_size: 4,
+                listener_backoff: Duration::from_millis(100),
+                listener_backoff_max: Duration::from_millis(500),
+                ..StoreOptions::default()
+            },
         }
     }
 }
@@ -78,7 +107,10 @@ impl Default for TestOptions {
 pub struct TestDb {
     pub backend: Backend,
     pub url: String,
-    _dir: Arc<TempDir>,
+    _dir: Option<Arc<TempDir>>,
+    /// PostgreSQL: the database (and role) this test owns; dropped with
+    /// the last clone.
+    pub pg: Option<Arc<PgDatabase>>,
 }
 
 impl TestDb {
@@ -90,9 +122,214 @@ impl TestDb {
                 Self {
                     backend,
                     url,
-                    _dir: Arc::new(dir),
+                    _dir: Some(Arc::new(dir)),
+                    pg: None,
                 }
             }
+            Backend::Postgres => Self::postgres(false).await,
+        }
+    }
+
+    /// A fresh PostgreSQL database; with `own_role`, owned by (and used
+    /// through) a fresh login role, so a test can block that role's
+    /// connections without touching any other test.
+    pub async fn postgres(own_role: bool) -> Self {
+        let pg = PgDatabase::create(own_role).await;
+        Self {
+            backend: Backend::Postgres,
+            url: pg.url(),
+            _dir: None,
+            pg: Some(Arc::new(pg)),
+        }
+    }
+
+    /// The PostgreSQL database, for tests that manipulate the server.
+    pub fn pg(&self) -> &PgDatabase {
+        self.pg.as_deref().expect("a PostgreSQL test database")
+    }
+}
+
+/// The PostgreSQL server the tests use, without a database name.
+pub fn postgres_server() -> String {
+    std::env::var("JOBSTATUS_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// `postgres_server()` with `user` (if given) and `/database`.
+fn postgres_url(user: Option<&str>, database: &str) -> String {
+    let server = postgres_server();
+    let (scheme, rest) = server.split_once("://").unwrap_or(("postgres", &server));
+    match user {
+        Some(user) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}://{user}@{host}/{database}")
+        }
+        None => format!("{scheme}://{rest}/{database}"),
+    }
+}
+
+/// An administrative connection (to the `postgres` database).
+pub async fn pg_admin() -> Result<sqlx::PgConnection, sqlx::Error> {
+    use sqlx::Connection;
+    let url = postgres_url(None, "postgres");
+    match tokio::time::timeout(Duration::from_secs(3), sqlx::PgConnection::connect(&url)).await {
+        Ok(result) => result,
+        Err(_) => Err(sqlx::Error::PoolTimedOut),
+    }
+}
+
+/// Whether PostgreSQL tests can run. If not, says so loudly and returns
+/// false, or fails the test when JOBSTATUS_REQUIRE_POSTGRES=1.
+pub async fn postgres_available(test: &str) -> bool {
+    use sqlx::Connection;
+    let error = match pg_admin().await {
+        Ok(conn) => {
+            let _ = conn.close().await;
+            return true;
+        }
+        Err(e) => e,
+    };
+    let server = jobstatus::storage::redact(&postgres_server());
+    if std::env::var("JOBSTATUS_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+        panic!(
+            "PostgreSQL is required (JOBSTATUS_REQUIRE_POSTGRES=1) but not reachable at {server}: {error}"
+        );
+    }
+    eprintln!(
+        "SKIPPED (PostgreSQL not reachable at {server}: {error}) postgres::{test}; \
+         set JOBSTATUS_REQUIRE_POSTGRES=1 to make this a failure"
+    );
+    false
+}
+
+/// A database (and maybe a role) created for one test, dropped on drop.
+#[derive(Debug)]
+pub struct PgDatabase {
+    pub name: String,
+    /// The role the server connects as, if the test has its own.
+    pub role: Option<String>,
+}
+
+impl PgDatabase {
+    async fn create(own_role: bool) -> Self {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!(
+            "jobstatus_t_{}_{}_{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut admin = pg_admin().await.expect("PostgreSQL admin connection");
+        let role = own_role.then(|| name.clone());
+        if let Some(role) = &role {
+            pg_exec(&mut admin, &format!("CREATE ROLE \"{role}\" LOGIN")).await;
+        }
+        let owner = role
+            .as_ref()
+            .map(|r| format!(" OWNER \"{r}\""))
+            .unwrap_or_default();
+        pg_exec(&mut admin, &format!("CREATE DATABASE \"{name}\"{owner}")).await;
+        Self { name, role }
+    }
+
+    /// The URL the server under test uses.
+    pub fn url(&self) -> String {
+        postgres_url(self.role.as_deref(), &self.name)
+    }
+
+    /// Terminates this database's LISTEN sessions (every replica's
+    /// listener); returns how many there were.
+    pub async fn kill_listeners(&self) -> usize {
+        let mut admin = pg_admin().await.expect("admin connection");
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'jobstatus-listener' \
+               AND pid <> pg_backend_pid()",
+        )
+        .bind(&self.name)
+        .fetch_all(&mut admin)
+        .await
+        .expect("terminate listeners");
+        killed.len()
+    }
+
+    /// Backend pids of this database's LISTEN sessions.
+    pub async fn listener_pids(&self) -> Vec<i32> {
+        let mut admin = pg_admin().await.expect("admin connection");
+        sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity \
+             WHERE datname = $1 AND application_name = 'jobstatus-listener' ORDER BY pid",
+        )
+        .bind(&self.name)
+        .fetch_all(&mut admin)
+        .await
+        .expect("list listeners")
+    }
+
+    /// An outage for this test only: its role may not log in and every
+    /// connection it has is terminated. Needs `TestDb::postgres(true)`.
+    pub async fn block(&self) {
+        let role = self.role.as_deref().expect("a test with its own role");
+        let mut admin = pg_admin().await.expect("admin connection");
+        pg_exec(&mut admin, &format!("ALTER ROLE \"{role}\" NOLOGIN")).await;
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+            .bind(role)
+            .execute(&mut admin)
+            .await
+            .expect("terminate the role's connections");
+    }
+
+    /// Ends the outage started by [`block`](Self::block).
+    pub async fn unblock(&self) {
+        let role = self.role.as_deref().expect("a test with its own role");
+        let mut admin = pg_admin().await.expect("admin connection");
+        pg_exec(&mut admin, &format!("ALTER ROLE \"{role}\" LOGIN")).await;
+    }
+}
+
+async fn pg_exec(conn: &mut sqlx::PgConnection, sql: &str) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+impl Drop for PgDatabase {
+    /// Drops the database (terminating whatever still uses it) and the
+    /// role, on a thread of its own: async code cannot run in `drop`.
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let role = self.role.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut admin = pg_admin().await.map_err(|e| e.to_string())?;
+                let mut sql = vec![format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")];
+                if let Some(role) = &role {
+                    sql.push(format!("DROP ROLE IF EXISTS \"{role}\""));
+                }
+                for statement in sql {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                        .execute(&mut admin)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("warning: could not drop test database {}: {e}", self.name),
+            Err(_) => eprintln!("warning: dropping test database {} panicked", self.name),
         }
     }
 }
@@ -114,13 +351,21 @@ pub fn token_for(sub: &str, ttl: chrono::Duration) -> String {
 }
 
 pub fn service_token() -> String {
-    mint(&jwt(), SERVICE, TokenKind::Service, chrono::Duration::hours(1)).expect("mint")
+    mint(
+        &jwt(),
+        SERVICE,
+        TokenKind::Service,
+        chrono::Duration::hours(1),
+    )
+    .expect("mint")
 }
 
 /// A running server.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub jobs: Jobs,
+    /// The PostgreSQL listener's counters (zero on SQLite).
+    pub listener: Arc<ListenerStats>,
     pub db: TestDb,
     pub options: TestOptions,
     shutdown: Option<oneshot::Sender<()>>,
@@ -144,7 +389,7 @@ impl TestApp {
             database_url: db.url.clone(),
             jwt: jwt(),
             heartbeat: options.heartbeat,
-            store: StoreOptions::default(),
+            store: options.store.clone(),
             watch_buffer: options.watch_buffer,
             serve: ServeOptions {
                 health_interval: Duration::from_millis(200),
@@ -155,6 +400,7 @@ impl TestApp {
         let app = App::build(settings).await.expect("server starts");
         let addr = app.local_addr();
         let jobs = app.jobs().clone();
+        let listener = app.listener_stats();
         let (tx, rx) = oneshot::channel();
         let handle = tokio::spawn(app.run(async move {
             let _ = rx.await;
@@ -162,6 +408,7 @@ impl TestApp {
         Self {
             addr,
             jobs,
+            listener,
             db,
             options,
             shutdown: Some(tx),
@@ -243,7 +490,9 @@ pub struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
 
 impl Bearer {
     pub fn new(token: &str) -> Self {
-        Self(Some(format!("Bearer {token}").parse().expect("ascii token")))
+        Self(Some(
+            format!("Bearer {token}").parse().expect("ascii token"),
+        ))
     }
 
     /// Sends `value` verbatim as the authorization header.
@@ -260,7 +509,9 @@ impl Bearer {
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
         }
         Ok(request)
     }
@@ -367,7 +618,11 @@ pub fn confirm(job_id: i64) -> pb::ConfirmPaymentRequest {
 
 /// Asserts a call failed with `code` and a message containing `needle`.
 #[track_caller]
-pub fn assert_status<T: std::fmt::Debug>(result: Result<T, Status>, code: tonic::Code, needle: &str) {
+pub fn assert_status<T: std::fmt::Debug>(
+    result: Result<T, Status>,
+    code: tonic::Code,
+    needle: &str,
+) {
     match result {
         Ok(v) => panic!("expected {code:?}, got success {v:?}"),
         Err(status) => {

@@ -55,14 +55,19 @@ async fn health_and_reflection_answer_without_a_token(backend: Backend) {
     ] {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            let status = health
+            // Until the first database probe has reported, a service is
+            // not registered yet (NOT_FOUND); under load that can take a
+            // moment, so keep asking like a load balancer would.
+            let status = match health
                 .check(tonic_health::pb::HealthCheckRequest {
                     service: service.into(),
                 })
                 .await
-                .expect("health answers")
-                .into_inner()
-                .status;
+            {
+                Ok(response) => response.into_inner().status,
+                Err(status) if status.code() == tonic::Code::NotFound => -1,
+                Err(status) => panic!("health answers: {status:?}"),
+            };
             if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
                 break;
             }

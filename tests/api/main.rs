@@ -6,4 +6,5 @@ mod helpers;
 mod errors;
 mod flows;
 mod lifecycle;
+mod replicas;
 mod watch;

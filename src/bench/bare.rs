@@ -1,0 +1,303 @@
+//! The bare baseline: the same proto (JobService + JobAdminService) served
+//! from memory. No storage, no auth, one tokio broadcast channel per job,
+//! the same message shapes (a snapshot first, then events). It runs as its
+//! own process, so its RSS and CPU are measured like the real server's.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::Stream;
+use jobstatus::grpc::pb;
+use pb::job_admin_service_server::{JobAdminService, JobAdminServiceServer};
+use pb::job_service_server::{JobService, JobServiceServer};
+use pb::watch_job_response::Kind;
+use tokio::sync::broadcast;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+/// Same as the real server's default watch buffer.
+const CHANNEL_CAPACITY: usize = 256;
+
+#[derive(Debug)]
+struct Entry {
+    job: pb::Job,
+    /// Created by the first watcher, as the real hub creates its topics:
+    /// a channel of 256 slots costs ~10 KiB, and unwatched jobs should not
+    /// pay it (nor should it hide in W3's "before" figure).
+    events: Option<broadcast::Sender<Arc<pb::JobEvent>>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Bare {
+    jobs: Arc<Mutex<HashMap<i64, Entry>>>,
+}
+
+fn now() -> prost_types::Timestamp {
+    prost_types::Timestamp::from(SystemTime::now())
+}
+
+impl Bare {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<i64, Entry>>, Status> {
+        self.jobs
+            .lock()
+            .map_err(|_| Status::internal("poisoned lock"))
+    }
+
+    /// Applies one transition and publishes its event, like the real
+    /// service does after its commit.
+    fn transition(
+        &self,
+        job_id: i64,
+        from: pb::JobStatus,
+        event: pb::EventType,
+        role: pb::ActorRole,
+        apply: impl FnOnce(&mut pb::Job),
+    ) -> Result<pb::Job, Status> {
+        let mut jobs = self.lock()?;
+        let entry = jobs
+            .get_mut(&job_id)
+            .ok_or_else(|| Status::not_found(format!("job {job_id} not found")))?;
+        if entry.job.status != from as i32 {
+            return Err(Status::failed_precondition("wrong status"));
+        }
+        let at = now();
+        apply(&mut entry.job);
+        entry.job.revision += 1;
+        entry.job.updated_at = Some(at);
+        let job = entry.job.clone();
+        let actor_id = match role {
+            pb::ActorRole::Worker => job.worker_id.clone(),
+            _ => job.client_id.clone(),
+        };
+        let message = pb::JobEvent {
+            event: event as i32,
+            job_id,
+            revision: job.revision,
+            worker_marked_complete: job.worker_marked_complete,
+            client_marked_complete: job.client_marked_complete,
+            awaiting_client_verification: job.awaiting_client_verification,
+            payment_method: job.payment_method,
+            timestamp: Some(at),
+            status: job.status,
+            actor_id,
+            actor_role: role as i32,
+            request_id: String::new(),
+            job: Some(job.clone()),
+            reason: String::new(),
+        };
+        if let Some(events) = &entry.events {
+            let _ = events.send(Arc::new(message));
+        }
+        Ok(job)
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchJobResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl JobService for Bare {
+    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let id = request.into_inner().job_id;
+        let jobs = self.lock()?;
+        jobs.get(&id)
+            .map(|e| Response::new(e.job.clone()))
+            .ok_or_else(|| Status::not_found(format!("job {id} not found")))
+    }
+
+    async fn mark_complete(
+        &self,
+        request: Request<pb::MarkCompleteRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let id = request.into_inner().job_id;
+        self.transition(
+            id,
+            pb::JobStatus::InProgress,
+            pb::EventType::WorkerMarkedComplete,
+            pb::ActorRole::Worker,
+            |job| {
+                job.status = pb::JobStatus::AwaitingClientApproval as i32;
+                job.worker_marked_complete = true;
+                job.awaiting_client_verification = true;
+            },
+        )
+        .map(Response::new)
+    }
+
+    async fn approve_completion(
+        &self,
+        request: Request<pb::ApproveCompletionRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let message = request.into_inner();
+        self.transition(
+            message.job_id,
+            pb::JobStatus::AwaitingClientApproval,
+            pb::EventType::ClientApprovedCompletion,
+            pb::ActorRole::Client,
+            |job| {
+                job.status = pb::JobStatus::AwaitingPayment as i32;
+                job.client_marked_complete = true;
+                job.awaiting_client_verification = false;
+                job.payment_method = message.payment_method;
+            },
+        )
+        .map(Response::new)
+    }
+
+    async fn request_changes(
+        &self,
+        _: Request<pb::RequestChangesRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        Err(Status::unimplemented("not in the bare baseline"))
+    }
+
+    async fn submit_payment_proof(
+        &self,
+        _: Request<pb::SubmitPaymentProofRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        Err(Status::unimplemented("not in the bare baseline"))
+    }
+
+    async fn confirm_payment(
+        &self,
+        _: Request<pb::ConfirmPaymentRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        Err(Status::unimplemented("not in the bare baseline"))
+    }
+
+    type WatchJobStream = WatchStream;
+
+    async fn watch_job(
+        &self,
+        request: Request<pb::WatchJobRequest>,
+    ) -> Result<Response<Self::WatchJobStream>, Status> {
+        let id = request.into_inner().job_id;
+        let (job, mut events) = {
+            let mut jobs = self.lock()?;
+            let entry = jobs
+                .get_mut(&id)
+                .ok_or_else(|| Status::not_found(format!("job {id} not found")))?;
+            let events = entry
+                .events
+                .get_or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0);
+            (entry.job.clone(), events.subscribe())
+        };
+        let stream = async_stream::stream! {
+            let mut last = job.revision;
+            yield Ok(pb::WatchJobResponse {
+                kind: Some(Kind::Snapshot(pb::Snapshot {
+                    job: Some(job),
+                    reason: pb::SnapshotReason::Initial as i32,
+                })),
+            });
+            loop {
+                match events.recv().await {
+                    Ok(event) if event.revision > last => {
+                        last = event.revision;
+                        yield Ok(pb::WatchJobResponse {
+                            kind: Some(Kind::Event((*event).clone())),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        yield Err(Status::data_loss("watcher lagged"));
+                        break;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    type WatchMyJobsStream = Pin<Box<dyn Stream<Item = Result<pb::WatchMyJobsResponse, Status>> + Send>>;
+
+    async fn watch_my_jobs(
+        &self,
+        _: Request<pb::WatchMyJobsRequest>,
+    ) -> Result<Response<Self::WatchMyJobsStream>, Status> {
+        Err(Status::unimplemented("not in the bare baseline"))
+    }
+}
+
+#[tonic::async_trait]
+impl JobAdminService for Bare {
+    async fn create_job(
+        &self,
+        request: Request<pb::CreateJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let m = request.into_inner();
+        let at = now();
+        let status = if m.worker_id.is_empty() {
+            pb::JobStatus::Open
+        } else {
+            pb::JobStatus::InProgress
+        };
+        let job = pb::Job {
+            job_id: m.job_id,
+            client_id: m.client_id,
+            worker_id: m.worker_id,
+            status: status as i32,
+            revision: 1,
+            created_at: Some(at),
+            updated_at: Some(at),
+            ..pb::Job::default()
+        };
+        let mut jobs = self.lock()?;
+        if jobs.contains_key(&m.job_id) {
+            return Err(Status::already_exists("job exists"));
+        }
+        jobs.insert(
+            m.job_id,
+            Entry {
+                job: job.clone(),
+                events: None,
+            },
+        );
+        Ok(Response::new(job))
+    }
+
+    async fn assign_worker(
+        &self,
+        _: Request<pb::AssignWorkerRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        Err(Status::unimplemented("not in the bare baseline"))
+    }
+
+    async fn cancel_job(&self, _: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+        Err(Status::unimplemented("not in the bare baseline"))
+    }
+
+    async fn confirm_payment(
+        &self,
+        _: Request<pb::ConfirmPaymentRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        Err(Status::unimplemented("not in the bare baseline"))
+    }
+}
+
+/// Serves until SIGINT/SIGTERM (the bench tool kills it when done).
+pub async fn serve(listen: SocketAddr, max_concurrent_streams: u32) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let bare = Bare::default();
+    // The same transport settings as `jobstatus::grpc::serve`.
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(30)));
+    // grpc-web too (browsers over HTTP/1.1), as the real server serves it.
+    Server::builder()
+        .accept_http1(true)
+        .layer(tonic_web::GrpcWebLayer::new())
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .max_concurrent_streams(max_concurrent_streams)
+        .add_service(JobServiceServer::new(bare.clone()))
+        .add_service(JobAdminServiceServer::new(bare))
+        .serve_with_incoming_shutdown(incoming, jobstatus::app::shutdown_signal())
+        .await
+        .map_err(|e| format!("bare server failed: {e}"))
+}

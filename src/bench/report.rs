@@ -1,0 +1,360 @@
+//! Output: the side-by-side table with ratios, the targets, the JSON record
+//! and the SVG plots.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde::Serialize;
+
+use crate::harness::Target;
+use crate::workloads::{Curve, Row};
+
+/// One target of the issue, evaluated at the largest size measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetCheck {
+    pub name: String,
+    pub want: String,
+    pub measured_at: Option<u64>,
+    pub real: Option<f64>,
+    pub bare: Option<f64>,
+    pub ratio: Option<f64>,
+    pub met: Option<bool>,
+}
+
+fn find<'a>(rows: &'a [Row], workload: &str, size: u64, target: Target) -> Option<&'a Row> {
+    rows.iter()
+        .find(|r| r.workload == workload && r.size == size && r.target == target)
+}
+
+fn largest_pair(rows: &[Row], workload: &str) -> Option<u64> {
+    rows.iter()
+        .filter(|r| r.workload == workload && r.target == Target::Real)
+        .filter(|r| find(rows, workload, r.size, Target::Bare).is_some())
+        .map(|r| r.size)
+        .max()
+}
+
+fn ratio_check(
+    rows: &[Row],
+    name: &str,
+    workload: &str,
+    target_size: u64,
+    metric: &str,
+    higher_is_better: bool,
+    bound: f64,
+) -> TargetCheck {
+    let size = largest_pair(rows, workload);
+    let real = size.and_then(|s| find(rows, workload, s, Target::Real)?.metric(metric));
+    let bare = size.and_then(|s| find(rows, workload, s, Target::Bare)?.metric(metric));
+    let ratio = match (real, bare) {
+        (Some(r), Some(b)) if b > 0.0 => Some(r / b),
+        _ => None,
+    };
+    let reached_size = size == Some(target_size);
+    // Judged only at the target size (smaller runs, e.g. --smoke, say so).
+    let met = ratio
+        .filter(|_| reached_size)
+        .map(|q| if higher_is_better { q >= bound } else { q <= bound });
+    TargetCheck {
+        name: name.to_owned(),
+        want: format!(
+            "{metric} real/bare {} {bound} at size {target_size}",
+            if higher_is_better { ">=" } else { "<=" }
+        ),
+        measured_at: size,
+        real,
+        bare,
+        ratio,
+        met,
+    }
+}
+
+pub fn targets(rows: &[Row]) -> Vec<TargetCheck> {
+    let mut checks = vec![
+        ratio_check(rows, "W1 throughput", "W1", 20_000, "transitions_per_s", true, 0.8),
+        ratio_check(rows, "W1 delivery p99", "W1", 20_000, "delivery_p99", false, 1.25),
+        ratio_check(rows, "W2 p100", "W2", 20_000, "p100", false, 1.25),
+        ratio_check(rows, "W3 RSS per stream", "W3-mux", 100_000, "bytes_per_stream", false, 1.25),
+        ratio_check(rows, "W4 RPS", "W4", 64, "rps", true, 0.5),
+    ];
+    // W3 must also have held every stream at that size.
+    if let Some(c) = checks.get_mut(3)
+        && let Some(size) = c.measured_at.filter(|s| *s == 100_000)
+    {
+        let all_ok = [Target::Real, Target::Bare]
+            .iter()
+            .all(|t| find(rows, "W3-mux", size, *t).is_some_and(|r| r.ok));
+        c.met = c.met.map(|m| m && all_ok);
+    }
+    let conn_size = rows
+        .iter()
+        .filter(|r| r.workload == "W3-conn" && r.target == Target::Real)
+        .map(|r| r.size)
+        .max();
+    let conn_row = conn_size.and_then(|s| find(rows, "W3-conn", s, Target::Real));
+    let real = conn_row.and_then(|r| r.metric("bytes_per_connection"));
+    let bare = conn_size
+        .and_then(|s| find(rows, "W3-conn", s, Target::Bare))
+        .and_then(|r| r.metric("bytes_per_connection"));
+    checks.push(TargetCheck {
+        name: "W3 RSS per connection".into(),
+        want: "bytes_per_connection (real) <= 20480 at 20000 connections (>= 19000 accepted: fd limit)"
+            .into(),
+        measured_at: conn_size,
+        real,
+        bare,
+        ratio: match (real, bare) {
+            (Some(r), Some(b)) if b > 0.0 => Some(r / b),
+            _ => None,
+        },
+        met: real
+            .filter(|_| conn_size.is_some_and(|s| s >= 19_000))
+            .map(|v| v <= 20_480.0 && conn_row.is_some_and(|r| r.ok)),
+    });
+    checks
+}
+
+fn fmt_value(v: f64) -> String {
+    if v == 0.0 {
+        "0".into()
+    } else if v.abs() >= 1000.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// The side-by-side table: each figure for real, bare and their ratio.
+pub fn table(rows: &[Row], checks: &[TargetCheck]) -> String {
+    let mut out = String::new();
+    let mut groups: Vec<(&str, u64)> = Vec::new();
+    for r in rows {
+        if !groups.contains(&(r.workload, r.size)) {
+            groups.push((r.workload, r.size));
+        }
+    }
+    for (workload, size) in groups {
+        let real = find(rows, workload, size, Target::Real);
+        let bare = find(rows, workload, size, Target::Bare);
+        let size_name = match workload {
+            "W1" => "J",
+            "W2" => "W",
+            "W4" => "in-flight",
+            _ => "N",
+        };
+        let status = |r: Option<&Row>| match r {
+            Some(r) if r.ok => "ok",
+            Some(_) => "FAILED",
+            None => "-",
+        };
+        let _ = writeln!(
+            out,
+            "\n{workload} {size_name}={size}   (real: {}, bare: {})",
+            status(real),
+            status(bare)
+        );
+        let _ = writeln!(out, "  {:<24} {:>12} {:>12} {:>10}", "figure", "real", "bare", "real/bare");
+        let base = real.or(bare);
+        for m in base.map(|r| r.metrics.as_slice()).unwrap_or_default() {
+            let rv = real.and_then(|r| r.metric(m.name));
+            let bv = bare.and_then(|r| r.metric(m.name));
+            let ratio = match (rv, bv) {
+                (Some(a), Some(b)) if b != 0.0 => format!("{:.2}x", a / b),
+                _ => "-".into(),
+            };
+            let name = if m.unit.is_empty() {
+                m.name.to_owned()
+            } else {
+                format!("{} ({})", m.name, m.unit)
+            };
+            let _ = writeln!(
+                out,
+                "  {:<24} {:>12} {:>12} {:>10}",
+                name,
+                rv.map(fmt_value).unwrap_or_else(|| "-".into()),
+                bv.map(fmt_value).unwrap_or_else(|| "-".into()),
+                ratio
+            );
+        }
+        for r in [real, bare].into_iter().flatten() {
+            for n in &r.notes {
+                let _ = writeln!(out, "  note ({}): {n}", r.target.name());
+            }
+        }
+    }
+    let _ = writeln!(out, "\nTargets");
+    for c in checks {
+        let verdict = match c.met {
+            Some(true) => "MET",
+            Some(false) => "NOT MET",
+            None => "not at size",
+        };
+        let _ = writeln!(
+            out,
+            "  {:<22} {:<13} ratio {:>8}  at {:>7}  want {}",
+            c.name,
+            verdict,
+            c.ratio.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into()),
+            c.measured_at.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            c.want
+        );
+    }
+    out
+}
+
+type Series = (String, Vec<(f64, f64)>);
+
+fn series(rows: &[Row], workload: &str, metric: &str, target: Target) -> Series {
+    let mut points: Vec<(f64, f64)> = rows
+        .iter()
+        .filter(|r| r.workload == workload && r.target == target && r.ok)
+        .filter_map(|r| Some((r.size as f64, r.metric(metric)?.max(0.001))))
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    (format!("{metric} {}", target.name()), points)
+}
+
+fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+    let (lo, hi) = values.fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi {
+        return 1.0..10.0;
+    }
+    (lo / 1.5).max(1e-3)..(hi * 1.5).max(lo * 2.0)
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(200, 30, 30),
+    RGBColor(30, 90, 200),
+    RGBColor(230, 130, 20),
+    RGBColor(30, 160, 90),
+    RGBColor(140, 50, 170),
+    RGBColor(90, 90, 90),
+];
+
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    all: &[Series],
+    log_y: bool,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| format!("plot: {e:?}");
+    let xs = log_range(all.iter().flat_map(|s| s.1.iter().map(|p| p.0)));
+    let ys = log_range(all.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60);
+    macro_rules! body {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc(x_desc)
+                .y_desc(y_desc)
+                .draw()
+                .map_err(err)?;
+            for (i, (name, points)) in all.iter().enumerate() {
+                let color = COLORS[i % COLORS.len()];
+                chart
+                    .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                    .map_err(err)?
+                    .label(name.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                chart
+                    .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))
+                    .map_err(err)?;
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .border_style(BLACK)
+                .background_style(WHITE.mix(0.85))
+                .draw()
+                .map_err(err)?;
+        }};
+    }
+    if log_y {
+        body!(builder
+            .build_cartesian_2d(xs.log_scale(), ys.log_scale())
+            .map_err(err)?);
+    } else {
+        let lin_x = 0.0..xs.end;
+        let lin_y = 0.0..ys.end;
+        body!(builder.build_cartesian_2d(lin_x, lin_y).map_err(err)?);
+    }
+    Ok(())
+}
+
+/// Delivery latency per workload: W1 (p50, p99 vs J) and W2 (p50, p99,
+/// p100 vs W), real against bare.
+pub fn plot_latency(rows: &[Row], path: &Path) -> Result<(), String> {
+    let root = SVGBackend::new(path, (1300, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| format!("plot: {e:?}"))?;
+    let panels = root.split_evenly((1, 2));
+    let mut w1 = Vec::new();
+    let mut w2 = Vec::new();
+    for t in [Target::Real, Target::Bare] {
+        w1.push(series(rows, "W1", "delivery_p50", t));
+        w1.push(series(rows, "W1", "delivery_p99", t));
+        w2.push(series(rows, "W2", "p50", t));
+        w2.push(series(rows, "W2", "p100", t));
+    }
+    draw_panel(
+        &panels[0],
+        "W1 pairs: delivery latency (RPC start to receipt)",
+        "jobs J (2J streams)",
+        "ms",
+        &w1,
+        true,
+    )?;
+    draw_panel(
+        &panels[1],
+        "W2 hot job: delivery latency over W watchers",
+        "watchers W",
+        "ms",
+        &w2,
+        true,
+    )?;
+    root.present().map_err(|e| format!("plot: {e:?}"))
+}
+
+/// Server RSS against open idle streams (W3), real against bare.
+pub fn plot_rss(curves: &[Curve], path: &Path) -> Result<(), String> {
+    let root = SVGBackend::new(path, (1300, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| format!("plot: {e:?}"))?;
+    let panels = root.split_evenly((1, 2));
+    let pick = |prefix: &str| -> Vec<Series> {
+        curves
+            .iter()
+            .filter(|c| c.name.starts_with(prefix))
+            .map(|c| (c.name.clone(), c.points.clone()))
+            .collect()
+    };
+    draw_panel(
+        &panels[0],
+        "W3 idle streams, many per HTTP/2 connection",
+        "open streams",
+        "server RSS (MiB)",
+        &pick("W3-mux"),
+        false,
+    )?;
+    draw_panel(
+        &panels[1],
+        "W3 idle streams, one per connection",
+        "open connections",
+        "server RSS (MiB)",
+        &pick("W3-conn"),
+        false,
+    )?;
+    root.present().map_err(|e| format!("plot: {e:?}"))
+}

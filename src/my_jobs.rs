@@ -1,0 +1,344 @@
+//! WatchMyJobs: one stream carrying every job where the caller is the
+//! client or the assigned worker, so a page listing many jobs needs one
+//! connection instead of one WatchJob each (browsers on HTTP/1.1 get six).
+//!
+//! The promise is WatchJob's, per job: a snapshot (or a replay from the
+//! caller's `after_revisions`), then every revision once and in order, with
+//! holes and lag recovered from the log. On top of it, jobs join the stream
+//! when they become the caller's (a snapshot of the job as the joining event
+//! left it) and leave it with [`MyJobsItem::Left`] when the caller loses
+//! access; nothing about a job is sent after it left.
+//!
+//! How changes arrive: the per-user channel of [`crate::hub::users`], which
+//! carries every event naming the user plus events of the jobs this stream
+//! tracks (so a reassigned worker hears of its removal). Every decision is
+//! taken on per-job revisions, so the order in which events of different
+//! jobs interleave does not matter.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use async_stream::try_stream;
+use chrono::{DateTime, Utc};
+use futures_util::Stream;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::auth::{AuthError, Identity};
+use crate::domain::{Caller, DomainError, EventKind, Job, JobId, UserId};
+use crate::error::AppError;
+use crate::hub::SharedEvent;
+use crate::jobs::{Jobs, SnapshotReason, instant_at};
+use crate::storage::StorageError;
+
+/// The most jobs one stream lists at start (and on a resync). A user with
+/// more sees the first ones by id, and the others as they change.
+pub const MAX_LISTED_JOBS: u32 = 1000;
+
+/// The most entries `after_revisions` may have.
+pub const MAX_RESUME_ENTRIES: usize = 10_000;
+
+/// How many events one catch-up read takes from the log.
+const CATCH_UP_PAGE: u32 = 256;
+
+/// One message on a WatchMyJobs stream.
+#[derive(Debug, Clone)]
+pub enum MyJobsItem {
+    Snapshot {
+        job: Job,
+        reason: SnapshotReason,
+    },
+    Event(SharedEvent),
+    /// Sent once the initial snapshots and replays are done, then while idle.
+    Heartbeat {
+        at: DateTime<Utc>,
+    },
+    /// The caller lost access at `revision` (0: while it was disconnected).
+    Left {
+        job: JobId,
+        revision: i64,
+        cause: Option<EventKind>,
+    },
+}
+
+/// How a WatchMyJobs stream can end.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MyJobsError {
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// UNAVAILABLE: reconnect with `after_revisions` and miss nothing.
+    #[error(
+        "server is shutting down; reconnect and resume with after_revisions (the last revision of each job)"
+    )]
+    ShuttingDown,
+    /// A service token: services have no jobs of their own (use WatchJob).
+    #[error("WatchMyJobs lists a user's own jobs; a service token has none (use WatchJob)")]
+    NotAUser,
+}
+
+impl From<StorageError> for MyJobsError {
+    fn from(err: StorageError) -> Self {
+        MyJobsError::App(err.into())
+    }
+}
+
+/// What to do with one event, given the revisions the stream has sent.
+#[derive(Debug)]
+enum Step {
+    /// Already sent, or about a job that is not the caller's.
+    Skip,
+    /// The next revision of a tracked job.
+    Apply,
+    /// The next revision of a tracked job, and it removes the caller.
+    Leave,
+    /// An untracked job that this event makes the caller's.
+    Join,
+    /// Revisions are missing before this one: read the log.
+    Gap,
+}
+
+fn step(tracked: &HashMap<JobId, i64>, user: &UserId, event: &SharedEvent) -> Step {
+    let has_role = event.job.role_of(user).is_some();
+    match tracked.get(&event.job_id()) {
+        None if has_role => Step::Join,
+        None => Step::Skip,
+        Some(&last) if event.revision() <= last => Step::Skip,
+        Some(&last) if event.revision() == last + 1 => {
+            if has_role {
+                Step::Apply
+            } else {
+                Step::Leave
+            }
+        }
+        Some(_) => Step::Gap,
+    }
+}
+
+impl Jobs {
+    /// The WatchMyJobs stream for `identity`; `after` maps job ids to the
+    /// last revision the caller applied. It ends with an error on shutdown
+    /// (resumable), token expiry, or a service token; never on its own.
+    pub fn watch_my_jobs(
+        &self,
+        identity: Identity,
+        after: HashMap<JobId, i64>,
+    ) -> impl Stream<Item = Result<MyJobsItem, MyJobsError>> + Send + 'static {
+        let this = self.clone();
+        try_stream! {
+            let Caller::User(user) = identity.caller.clone() else {
+                Err(MyJobsError::NotAUser)?;
+                return;
+            };
+            // Subscribe before listing, so nothing committed after the
+            // listing is missed; what the listing covers is skipped by
+            // revision.
+            let mut subscription = this.hub().users().subscribe(user.as_str());
+            let mut tracked: HashMap<JobId, i64> = HashMap::new();
+            let mut catch_up: VecDeque<JobId> = VecDeque::new();
+
+            let listed = this.store().jobs_of_user(user.as_str(), MAX_LISTED_JOBS).await?;
+            let mut resumed: HashMap<JobId, i64> = after;
+            for job in listed {
+                let id = job.id;
+                subscription.track(id);
+                match resumed.remove(&id) {
+                    Some(seen) if seen <= job.revision => {
+                        tracked.insert(id, seen);
+                        if seen < job.revision {
+                            catch_up.push_back(id);
+                        }
+                    }
+                    other => {
+                        tracked.insert(id, job.revision);
+                        let reason = if other.is_some() { SnapshotReason::Resync } else { SnapshotReason::Initial };
+                        yield MyJobsItem::Snapshot { job, reason };
+                    }
+                }
+            }
+            // Resumed jobs that are no longer the caller's (or never were):
+            // they leave, and nothing of what happened since is sent.
+            let mut gone: Vec<JobId> = resumed.into_keys().collect();
+            gone.sort_unstable();
+            for job in gone {
+                yield MyJobsItem::Left { job, revision: 0, cause: None };
+            }
+
+            let heartbeat_every = this.heartbeat();
+            let expiry = tokio::time::sleep_until(instant_at(identity.expires_at));
+            tokio::pin!(expiry);
+            let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
+            heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut announce_caught_up = true;
+            let mut pending: VecDeque<SharedEvent> = VecDeque::new();
+
+            loop {
+                // Jobs with missing revisions, from the log.
+                while let Some(id) = catch_up.pop_front() {
+                    let Some(&last) = tracked.get(&id) else { continue };
+                    let page = this.store().events_after(id, last, CATCH_UP_PAGE).await?;
+                    let more = page.len() == CATCH_UP_PAGE as usize;
+                    for event in page {
+                        let event = Arc::new(event);
+                        match step(&tracked, &user, &event) {
+                            Step::Skip | Step::Join => {}
+                            Step::Apply => {
+                                tracked.insert(id, event.revision());
+                                yield MyJobsItem::Event(event);
+                            }
+                            Step::Leave => {
+                                // The log says the caller lost the job. If
+                                // it has it again by now (reassigned back),
+                                // start the job over instead of leaving.
+                                match this.store().get_job(id).await? {
+                                    Some(job) if job.role_of(&user).is_some() => {
+                                        tracked.insert(id, job.revision);
+                                        yield MyJobsItem::Snapshot { job, reason: SnapshotReason::Resync };
+                                    }
+                                    _ => {
+                                        tracked.remove(&id);
+                                        subscription.untrack(id);
+                                        yield MyJobsItem::Left { job: id, revision: event.revision(), cause: Some(event.kind) };
+                                    }
+                                }
+                                break;
+                            }
+                            Step::Gap => {
+                                // The log itself has a hole: start the job over.
+                                match this.store().get_job(id).await? {
+                                    Some(job) if job.role_of(&user).is_some() => {
+                                        tracked.insert(id, job.revision);
+                                        yield MyJobsItem::Snapshot { job, reason: SnapshotReason::Resync };
+                                    }
+                                    current => {
+                                        tracked.remove(&id);
+                                        subscription.untrack(id);
+                                        let revision = current.map_or(0, |j| j.revision);
+                                        yield MyJobsItem::Left { job: id, revision, cause: None };
+                                    }
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    if more && tracked.contains_key(&id) {
+                        catch_up.push_back(id);
+                    }
+                }
+                // Live events, in the order they arrived.
+                while let Some(event) = pending.pop_front() {
+                    let id = event.job_id();
+                    match step(&tracked, &user, &event) {
+                        Step::Skip => {}
+                        Step::Apply => {
+                            tracked.insert(id, event.revision());
+                            yield MyJobsItem::Event(event);
+                        }
+                        Step::Leave => {
+                            tracked.remove(&id);
+                            subscription.untrack(id);
+                            yield MyJobsItem::Left { job: id, revision: event.revision(), cause: Some(event.kind) };
+                        }
+                        Step::Join => {
+                            tracked.insert(id, event.revision());
+                            subscription.track(id);
+                            yield MyJobsItem::Snapshot { job: event.job.clone(), reason: SnapshotReason::Initial };
+                        }
+                        Step::Gap => {
+                            this.stats().catch_ups.fetch_add(1, Ordering::Relaxed);
+                            if !catch_up.contains(&id) {
+                                catch_up.push_back(id);
+                            }
+                        }
+                    }
+                    heartbeat.reset();
+                }
+                if !catch_up.is_empty() {
+                    continue;
+                }
+                if announce_caught_up {
+                    announce_caught_up = false;
+                    yield MyJobsItem::Heartbeat { at: Utc::now() };
+                    heartbeat.reset();
+                }
+                let wake = tokio::select! {
+                    biased;
+                    () = this.shutdown_token().cancelled() => Wake::Shutdown,
+                    () = &mut expiry => Wake::Expired,
+                    received = subscription.recv() => Wake::Received(received),
+                    _ = heartbeat.tick() => Wake::Heartbeat,
+                };
+                match wake {
+                    Wake::Shutdown => Err(MyJobsError::ShuttingDown)?,
+                    Wake::Expired => Err(MyJobsError::App(AppError::Auth(AuthError::Expired)))?,
+                    Wake::Heartbeat => yield MyJobsItem::Heartbeat { at: Utc::now() },
+                    Wake::Received(Ok(event)) => pending.push_back(event),
+                    Wake::Received(Err(RecvError::Lagged(_))) => {
+                        // Fell behind: re-list, and read every tracked job's
+                        // log from where the stream is.
+                        tracing::debug!(user = %user, "WatchMyJobs catching up from the store");
+                        this.stats().catch_ups.fetch_add(1, Ordering::Relaxed);
+                        let listed = this.store().jobs_of_user(user.as_str(), MAX_LISTED_JOBS).await?;
+                        for job in listed {
+                            if tracked.contains_key(&job.id) {
+                                continue;
+                            }
+                            tracked.insert(job.id, job.revision);
+                            subscription.track(job.id);
+                            yield MyJobsItem::Snapshot { job, reason: SnapshotReason::Initial };
+                        }
+                        catch_up.extend(tracked.keys().copied());
+                    }
+                    // The topic lives while this subscription does.
+                    Wake::Received(Err(RecvError::Closed)) => Err(MyJobsError::ShuttingDown)?,
+                }
+            }
+        }
+    }
+}
+
+enum Wake {
+    Shutdown,
+    Expired,
+    Received(Result<SharedEvent, RecvError>),
+    Heartbeat,
+}
+
+/// Validates a resume map from the wire.
+pub fn resume_map(raw: &HashMap<i64, i64>) -> Result<HashMap<JobId, i64>, DomainError> {
+    if raw.len() > MAX_RESUME_ENTRIES {
+        return Err(DomainError::invalid(
+            "after_revisions",
+            format!("at most {MAX_RESUME_ENTRIES} entries, got {}", raw.len()),
+        ));
+    }
+    raw.iter()
+        .map(|(&job, &revision)| {
+            let id = JobId::new(job)?;
+            if revision < 0 {
+                return Err(DomainError::invalid(
+                    "after_revisions",
+                    format!("revision for job {job} must be 0 or more, got {revision}"),
+                ));
+            }
+            Ok((id, revision))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_maps_are_validated() {
+        let ok = resume_map(&HashMap::from([(1, 0), (2, 5)])).unwrap();
+        assert_eq!(ok[&JobId::new(2).unwrap()], 5);
+        assert!(resume_map(&HashMap::from([(0, 1)])).is_err());
+        assert!(resume_map(&HashMap::from([(1, -1)])).is_err());
+        let huge: HashMap<i64, i64> = (1..=(MAX_RESUME_ENTRIES as i64 + 1))
+            .map(|i| (i, 0))
+            .collect();
+        assert!(resume_map(&huge).is_err());
+    }
+}

@@ -1,0 +1,1149 @@
+//! Browser-facing transport, tested from outside: grpc-web (binary and text)
+//! over plain HTTP/1.1 on the native gRPC port, the CORS policy, TLS with a
+//! certificate made here, heartbeats, and WatchMyJobs.
+//!
+//! HTTP/1.1 requests are written by hand on a TCP socket, exactly as a
+//! browser would put them on the wire, so nothing in between can paper over
+//! a protocol mistake.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use prost::Message;
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::{Code, Request, Streaming};
+
+use jobstatus::app::{App, Settings, StartError};
+use jobstatus::auth::{JwtSettings, TokenKind, mint};
+use jobstatus::grpc::ServeOptions;
+use jobstatus::grpc::pb;
+use jobstatus::grpc::pb::job_admin_service_client::JobAdminServiceClient;
+use jobstatus::grpc::pb::job_service_client::JobServiceClient;
+use jobstatus::grpc::pb::watch_job_response::Kind as WatchKind;
+use jobstatus::grpc::pb::watch_my_jobs_response::Kind as MyKind;
+use jobstatus::grpc::tls::TlsPem;
+use jobstatus::grpc::web::CorsPolicy;
+use jobstatus::storage::StoreOptions;
+
+const SECRET: &str = "web-test-secret-0123456789abcdef-0123";
+const CLIENT: &str = "client-alice";
+const WORKER: &str = "worker-bob";
+const OTHER_WORKER: &str = "worker-carol";
+const STRANGER: &str = "stranger-eve";
+const ALLOWED_ORIGIN: &str = "http://app.example.test:5173";
+/// Guards against hanging forever; not a performance bound.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------- server
+
+struct Opts {
+    heartbeat: Duration,
+    cors: CorsPolicy,
+    tls: Option<TlsPem>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(15),
+            cors: CorsPolicy {
+                origins: vec![ALLOWED_ORIGIN.into()],
+                allow_localhost: false,
+            },
+            tls: None,
+        }
+    }
+}
+
+struct Server {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), StartError>>>,
+    _dir: Arc<TempDir>,
+}
+
+fn jwt() -> JwtSettings {
+    JwtSettings {
+        secret: SECRET.as_bytes().to_vec(),
+        issuer: None,
+        audience: None,
+    }
+}
+
+fn token(sub: &str) -> String {
+    mint(&jwt(), sub, TokenKind::User, chrono::Duration::hours(1)).expect("mint")
+}
+
+fn service_token() -> String {
+    mint(
+        &jwt(),
+        "platform",
+        TokenKind::Service,
+        chrono::Duration::hours(1),
+    )
+    .expect("mint")
+}
+
+async fn spawn(opts: Opts) -> Server {
+    let dir = TempDir::new().expect("temp dir");
+    let settings = Settings {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        database_url: format!("sqlite://{}", dir.path().join("web.db").display()),
+        jwt: jwt(),
+        heartbeat: opts.heartbeat,
+        store: StoreOptions::default(),
+        watch_buffer: 256,
+        serve: ServeOptions {
+            cors: opts.cors,
+            tls: opts.tls,
+            ..ServeOptions::default()
+        },
+        shutdown_grace: Duration::from_secs(5),
+    };
+    let app = App::build(settings).await.expect("server starts");
+    let addr = app.local_addr();
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::spawn(app.run(async move {
+        let _ = rx.await;
+    }));
+    Server {
+        addr,
+        shutdown: Some(tx),
+        handle: Some(handle),
+        _dir: Arc::new(dir),
+    }
+}
+
+impl Server {
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(PATIENCE, handle)
+                .await
+                .expect("server stops in time")
+                .expect("server task")
+                .expect("server ran cleanly");
+        }
+    }
+}
+
+fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    request
+}
+
+async fn create_job(channel: &Channel, id: i64, client: &str, worker: &str) -> pb::Job {
+    JobAdminServiceClient::new(channel.clone())
+        .create_job(authed(
+            pb::CreateJobRequest {
+                job_id: id,
+                client_id: client.into(),
+                worker_id: worker.into(),
+                request_id: String::new(),
+            },
+            &service_token(),
+        ))
+        .await
+        .expect("create job")
+        .into_inner()
+}
+
+async fn assign(channel: &Channel, id: i64, worker: &str) -> pb::Job {
+    JobAdminServiceClient::new(channel.clone())
+        .assign_worker(authed(
+            pb::AssignWorkerRequest {
+                job_id: id,
+                worker_id: worker.into(),
+                request_id: String::new(),
+                expected_revision: None,
+            },
+            &service_token(),
+        ))
+        .await
+        .expect("assign worker")
+        .into_inner()
+}
+
+async fn mark_complete(channel: &Channel, id: i64, worker: &str) -> pb::Job {
+    JobServiceClient::new(channel.clone())
+        .mark_complete(authed(
+            pb::MarkCompleteRequest {
+                job_id: id,
+                request_id: String::new(),
+                expected_revision: None,
+            },
+            &token(worker),
+        ))
+        .await
+        .expect("mark complete")
+        .into_inner()
+}
+
+async fn next<T>(stream: &mut Streaming<T>) -> T {
+    tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .expect("a message in time")
+        .expect("stream healthy")
+        .expect("stream open")
+}
+
+// ------------------------------------------------- raw HTTP/1.1 client
+
+/// A response read from a raw HTTP/1.1 connection. The body is decoded
+/// incrementally (chunked or by length), so streams can be read frame by
+/// frame.
+struct Http1 {
+    socket: TcpStream,
+    status: u16,
+    headers: Vec<(String, String)>,
+    raw: Vec<u8>,
+    body: Vec<u8>,
+    chunked: bool,
+    remaining: Option<usize>,
+    done: bool,
+}
+
+impl Http1 {
+    async fn send(
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Self {
+        let mut socket = TcpStream::connect(addr).await.expect("connect");
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        socket.write_all(head.as_bytes()).await.expect("write");
+        socket.write_all(body).await.expect("write");
+        let mut this = Self {
+            socket,
+            status: 0,
+            headers: Vec::new(),
+            raw: Vec::new(),
+            body: Vec::new(),
+            chunked: false,
+            remaining: None,
+            done: false,
+        };
+        this.read_head().await;
+        this
+    }
+
+    async fn fill(&mut self) -> bool {
+        let mut buf = [0u8; 8192];
+        let n = tokio::time::timeout(PATIENCE, self.socket.read(&mut buf))
+            .await
+            .expect("bytes in time")
+            .expect("read");
+        self.raw.extend_from_slice(&buf[..n]);
+        n > 0
+    }
+
+    async fn read_head(&mut self) {
+        loop {
+            if let Some(end) = find(&self.raw, b"\r\n\r\n") {
+                let head = String::from_utf8(self.raw[..end].to_vec()).expect("ascii head");
+                self.raw.drain(..end + 4);
+                let mut lines = head.split("\r\n");
+                let status_line = lines.next().expect("status line");
+                assert!(
+                    status_line.starts_with("HTTP/1.1 "),
+                    "an HTTP/1.1 answer: {status_line}"
+                );
+                self.status = status_line[9..12].parse().expect("status");
+                for line in lines {
+                    let (name, value) = line.split_once(':').expect("header line");
+                    self.headers
+                        .push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+                }
+                self.chunked = self
+                    .header("transfer-encoding")
+                    .is_some_and(|v| v.contains("chunked"));
+                self.remaining = self.header("content-length").map(|v| v.parse().unwrap());
+                if self.remaining == Some(0) {
+                    self.done = true;
+                }
+                return;
+            }
+            assert!(self.fill().await, "connection closed before the head");
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Decodes more of the body; false once it has ended.
+    async fn more(&mut self) -> bool {
+        if self.done {
+            return false;
+        }
+        if self.chunked {
+            loop {
+                if let Some(line_end) = find(&self.raw, b"\r\n") {
+                    let size_text = std::str::from_utf8(&self.raw[..line_end]).expect("size");
+                    let size = usize::from_str_radix(size_text.split(';').next().unwrap(), 16)
+                        .expect("chunk size");
+                    if size == 0 {
+                        self.done = true;
+                        return false;
+                    }
+                    if self.raw.len() >= line_end + 2 + size + 2 {
+                        let start = line_end + 2;
+                        self.body.extend_from_slice(&self.raw[start..start + size]);
+                        self.raw.drain(..start + size + 2);
+                        return true;
+                    }
+                }
+                if !self.fill().await {
+                    self.done = true;
+                    return false;
+                }
+            }
+        }
+        if self.raw.is_empty() && !self.fill().await {
+            self.done = true;
+            return false;
+        }
+        let take = self.raw.len().min(self.remaining.unwrap_or(usize::MAX));
+        self.body.extend(self.raw.drain(..take));
+        if let Some(left) = self.remaining.as_mut() {
+            *left -= take;
+            if *left == 0 {
+                self.done = true;
+            }
+        }
+        true
+    }
+
+    async fn whole_body(&mut self) -> Vec<u8> {
+        while self.more().await {}
+        std::mem::take(&mut self.body)
+    }
+
+    /// The next grpc-web frame (flag byte, payload) of a binary body.
+    async fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        loop {
+            if let Some(frame) = take_frame(&mut self.body) {
+                return Some(frame);
+            }
+            if !self.more().await {
+                return None;
+            }
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn frame(message: &impl Message) -> Vec<u8> {
+    let payload = message.encode_to_vec();
+    let mut out = vec![0u8];
+    out.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+fn take_frame(buf: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
+    if buf.len() < 5 {
+        return None;
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if buf.len() < 5 + len {
+        return None;
+    }
+    let flag = buf[0];
+    let payload = buf[5..5 + len].to_vec();
+    buf.drain(..5 + len);
+    Some((flag, payload))
+}
+
+/// grpc-web trailers (a frame with the 0x80 flag) as a map.
+fn trailers(payload: &[u8]) -> HashMap<String, String> {
+    String::from_utf8_lossy(payload)
+        .split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect()
+}
+
+fn grpc_web_headers<'a>(token: &'a str, content_type: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("content-type", content_type),
+        ("x-grpc-web", "1"),
+        ("x-user-agent", "grpc-web-test"),
+        ("authorization", token),
+    ]
+}
+
+// ----------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_binary_over_http1_answers_unary_calls_and_errors() {
+    let mut server = spawn(Opts::default()).await;
+    let channel = server.channel().await;
+    create_job(&channel, 1, CLIENT, WORKER).await;
+
+    let bearer = format!("Bearer {}", token(CLIENT));
+    let mut origin_headers = grpc_web_headers(&bearer, "application/grpc-web+proto");
+    origin_headers.push(("origin", ALLOWED_ORIGIN));
+    let mut response = Http1::send(
+        server.addr,
+        "POST",
+        "/jobstatus.v1.JobService/GetJob",
+        &origin_headers,
+        &frame(&pb::GetJobRequest { job_id: 1 }),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/grpc-web+proto")
+    );
+    // The page's origin is granted and may read the gRPC status headers.
+    assert_eq!(
+        response.header("access-control-allow-origin"),
+        Some(ALLOWED_ORIGIN)
+    );
+    let exposed = response
+        .header("access-control-expose-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
+        assert!(exposed.contains(name), "{name} exposed in {exposed}");
+    }
+    let (flag, payload) = response.next_frame().await.expect("data frame");
+    assert_eq!(flag, 0);
+    let job = pb::Job::decode(payload.as_slice()).expect("a Job");
+    assert_eq!(
+        (job.job_id, job.client_id.as_str(), job.revision),
+        (1, CLIENT, 1)
+    );
+    let (flag, payload) = response.next_frame().await.expect("trailer frame");
+    assert_eq!(flag, 0x80);
+    assert_eq!(trailers(&payload)["grpc-status"], "0");
+
+    // A stranger: the refusal travels as grpc-status, readable by the page.
+    let bearer = format!("Bearer {}", token(STRANGER));
+    let mut response = Http1::send(
+        server.addr,
+        "POST",
+        "/jobstatus.v1.JobService/GetJob",
+        &grpc_web_headers(&bearer, "application/grpc-web+proto"),
+        &frame(&pb::GetJobRequest { job_id: 1 }),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    let status = match response.header("grpc-status") {
+        // Trailers-only answer: the status is in the headers.
+        Some(code) => code.to_owned(),
+        None => {
+            let (flag, payload) = response.next_frame().await.expect("trailers");
+            assert_eq!(flag, 0x80);
+            trailers(&payload)["grpc-status"].clone()
+        }
+    };
+    assert_eq!(status, (Code::PermissionDenied as i32).to_string());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_text_over_http1_is_base64_both_ways() {
+    let mut server = spawn(Opts::default()).await;
+    let channel = server.channel().await;
+    create_job(&channel, 7, CLIENT, WORKER).await;
+    let bearer = format!("Bearer {}", token(WORKER));
+    let body = BASE64.encode(frame(&pb::GetJobRequest { job_id: 7 }));
+    let mut response = Http1::send(
+        server.addr,
+        "POST",
+        "/jobstatus.v1.JobService/GetJob",
+        &[
+            grpc_web_headers(&bearer, "application/grpc-web-text"),
+            // grpc-web text clients ask for a text answer this way.
+            vec![("accept", "application/grpc-web-text")],
+        ]
+        .concat(),
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/grpc-web-text"),
+        "{:?}",
+        response.headers
+    );
+    let text = response.whole_body().await;
+    // Each grpc-web-text message is base64 on its own (padding may appear
+    // between the data frame and the trailers), so decode piece by piece.
+    let mut decoded = Vec::new();
+    for piece in String::from_utf8(text).unwrap().split_inclusive('=') {
+        let piece = piece.trim_start_matches('=');
+        if piece.is_empty() {
+            continue;
+        }
+        let padded = format!("{piece}{}", "=".repeat((4 - piece.len() % 4) % 4));
+        decoded.extend(
+            BASE64
+                .decode(padded.trim_end_matches("===="))
+                .expect("base64"),
+        );
+    }
+    let (flag, payload) = take_frame(&mut decoded).expect("data frame");
+    assert_eq!(flag, 0);
+    assert_eq!(pb::Job::decode(payload.as_slice()).unwrap().job_id, 7);
+    let (flag, payload) = take_frame(&mut decoded).expect("trailers");
+    assert_eq!(flag, 0x80);
+    assert_eq!(trailers(&payload)["grpc-status"], "0");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_server_streaming_over_http1_delivers_snapshot_events_and_heartbeats() {
+    let mut server = spawn(Opts {
+        heartbeat: Duration::from_secs(1),
+        ..Opts::default()
+    })
+    .await;
+    let channel = server.channel().await;
+    create_job(&channel, 3, CLIENT, WORKER).await;
+    let bearer = format!("Bearer {}", token(CLIENT));
+    let mut stream = Http1::send(
+        server.addr,
+        "POST",
+        "/jobstatus.v1.JobService/WatchJob",
+        &grpc_web_headers(&bearer, "application/grpc-web+proto"),
+        &frame(&pb::WatchJobRequest {
+            job_id: 3,
+            after_revision: None,
+        }),
+    )
+    .await;
+    assert_eq!(stream.status, 200);
+    let decode = |payload: Vec<u8>| {
+        pb::WatchJobResponse::decode(payload.as_slice())
+            .unwrap()
+            .kind
+            .unwrap()
+    };
+    let (_, first) = stream.next_frame().await.expect("snapshot");
+    let WatchKind::Snapshot(snapshot) = decode(first) else {
+        panic!("snapshot first")
+    };
+    assert_eq!(snapshot.job.unwrap().revision, 1);
+    let (_, second) = stream.next_frame().await.expect("heartbeat");
+    let WatchKind::Heartbeat(beat) = decode(second) else {
+        panic!("an idle stream beats")
+    };
+    assert_eq!(beat.revision, 1);
+    mark_complete(&channel, 3, WORKER).await;
+    let (_, third) = stream.next_frame().await.expect("event");
+    let WatchKind::Event(event) = decode(third) else {
+        panic!("the change")
+    };
+    assert_eq!(event.revision, 2);
+    assert!(event.worker_marked_complete && event.awaiting_client_verification);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflight_grants_listed_origins_only() {
+    let mut server = spawn(Opts::default()).await;
+    let preflight = |origin: &'static str| {
+        let addr = server.addr;
+        async move {
+            let mut response = Http1::send(
+                addr,
+                "OPTIONS",
+                "/jobstatus.v1.JobService/WatchJob",
+                &[
+                    ("origin", origin),
+                    ("access-control-request-method", "POST"),
+                    (
+                        "access-control-request-headers",
+                        "authorization,content-type,x-grpc-web,x-user-agent,grpc-timeout",
+                    ),
+                ],
+                b"",
+            )
+            .await;
+            let _ = response.whole_body().await;
+            response
+        }
+    };
+
+    let granted = preflight(ALLOWED_ORIGIN).await;
+    assert!(
+        (200..300).contains(&granted.status),
+        "status {}",
+        granted.status
+    );
+    assert_eq!(
+        granted.header("access-control-allow-origin"),
+        Some(ALLOWED_ORIGIN)
+    );
+    let allowed_headers = granted
+        .header("access-control-allow-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in [
+        "authorization",
+        "content-type",
+        "x-grpc-web",
+        "x-user-agent",
+        "grpc-timeout",
+    ] {
+        assert!(
+            allowed_headers.contains(name),
+            "{name} in {allowed_headers}"
+        );
+    }
+    assert!(
+        granted
+            .header("access-control-allow-methods")
+            .unwrap()
+            .contains("POST")
+    );
+    assert!(granted.header("access-control-max-age").is_some());
+    assert!(
+        granted
+            .header("vary")
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("origin")
+    );
+    // Never a wildcard, never credentials.
+    assert_ne!(granted.header("access-control-allow-origin"), Some("*"));
+    assert!(granted.header("access-control-allow-credentials").is_none());
+
+    for origin in [
+        "http://evil.example.test",
+        "http://app.example.test:5174",
+        "http://localhost:5173",
+    ] {
+        let refused = preflight(origin).await;
+        assert!(
+            refused.header("access-control-allow-origin").is_none(),
+            "{origin} must get no CORS grant"
+        );
+    }
+
+    // A real call from a refused origin is answered (the browser is the one
+    // who blocks it) but carries no grant either.
+    let bearer = format!("Bearer {}", token(CLIENT));
+    let mut headers = grpc_web_headers(&bearer, "application/grpc-web+proto");
+    headers.push(("origin", "http://evil.example.test"));
+    let mut response = Http1::send(
+        server.addr,
+        "POST",
+        "/jobstatus.v1.JobService/GetJob",
+        &headers,
+        &frame(&pb::GetJobRequest { job_id: 1 }),
+    )
+    .await;
+    let _ = response.whole_body().await;
+    // (tower-http may still list exposed headers: without an allowed
+    // origin they grant nothing.)
+    assert!(response.header("access-control-allow-origin").is_none());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_policy_allows_any_localhost_port() {
+    let mut server = spawn(Opts {
+        cors: CorsPolicy {
+            origins: vec![],
+            allow_localhost: true,
+        },
+        ..Opts::default()
+    })
+    .await;
+    for (origin, granted) in [
+        ("http://localhost:41234", true),
+        ("http://127.0.0.1:5173", true),
+        ("http://localhost.evil.test", false),
+    ] {
+        let mut response = Http1::send(
+            server.addr,
+            "OPTIONS",
+            "/jobstatus.v1.JobService/GetJob",
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                (
+                    "access-control-request-headers",
+                    "authorization,content-type",
+                ),
+            ],
+            b"",
+        )
+        .await;
+        let _ = response.whole_body().await;
+        assert_eq!(
+            response.header("access-control-allow-origin") == Some(origin),
+            granted,
+            "{origin}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_grpc_heartbeats_carry_the_current_revision_on_the_same_port() {
+    let mut server = spawn(Opts {
+        heartbeat: Duration::from_secs(1),
+        ..Opts::default()
+    })
+    .await;
+    let channel = server.channel().await;
+    create_job(&channel, 4, CLIENT, WORKER).await;
+    let mut watch = JobServiceClient::new(channel.clone())
+        .watch_job(authed(
+            pb::WatchJobRequest {
+                job_id: 4,
+                after_revision: None,
+            },
+            &token(CLIENT),
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    let Some(WatchKind::Snapshot(_)) = next(&mut watch).await.kind else {
+        panic!("snapshot first")
+    };
+    let started = tokio::time::Instant::now();
+    let Some(WatchKind::Heartbeat(beat)) = next(&mut watch).await.kind else {
+        panic!("heartbeat while idle")
+    };
+    assert_eq!(beat.revision, 1);
+    assert!(beat.server_time.is_some());
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    mark_complete(&channel, 4, WORKER).await;
+    let Some(WatchKind::Event(event)) = next(&mut watch).await.kind else {
+        panic!("event")
+    };
+    assert_eq!(event.revision, 2);
+    let Some(WatchKind::Heartbeat(beat)) = next(&mut watch).await.kind else {
+        panic!("heartbeat after the event")
+    };
+    assert_eq!(beat.revision, 2, "heartbeats follow the latest revision");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_self_signed_certificate_serves_grpc() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("self-signed certificate");
+    let cert_pem = certified.cert.pem();
+    let dir = TempDir::new().unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, &cert_pem).unwrap();
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+    let pem = TlsPem::load(&cert_path, &key_path).expect("loads");
+
+    let mut server = spawn(Opts {
+        tls: Some(pem),
+        ..Opts::default()
+    })
+    .await;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&cert_pem))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{}", server.addr))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("TLS connection trusting the test CA");
+    let job = create_job(&channel, 9, CLIENT, WORKER).await;
+    assert_eq!(job.revision, 1);
+    let got = JobServiceClient::new(channel)
+        .get_job(authed(pb::GetJobRequest { job_id: 9 }, &token(CLIENT)))
+        .await
+        .expect("get over TLS")
+        .into_inner();
+    assert_eq!(got.job_id, 9);
+
+    // A client that does not trust the certificate cannot connect.
+    let untrusted = Channel::from_shared(format!("https://{}", server.addr))
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().domain_name("localhost"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = untrusted {
+        let refused = JobServiceClient::new(channel)
+            .get_job(authed(pb::GetJobRequest { job_id: 9 }, &token(CLIENT)))
+            .await;
+        assert!(refused.is_err(), "an untrusted certificate must fail");
+    }
+    // Plain text on a TLS port fails too.
+    let plain = Channel::from_shared(format!("http://{}", server.addr))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        assert!(
+            JobServiceClient::new(channel)
+                .get_job(authed(pb::GetJobRequest { job_id: 9 }, &token(CLIENT)))
+                .await
+                .is_err()
+        );
+    }
+    server.stop().await;
+}
+
+#[test]
+fn tls_refuses_a_key_that_does_not_parse() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = TempDir::new().unwrap();
+    std::fs::write(dir.path().join("c.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("k.pem"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    assert!(TlsPem::load(&dir.path().join("c.pem"), &dir.path().join("k.pem")).is_err());
+}
+
+// ------------------------------------------------------------ WatchMyJobs
+
+async fn watch_my_jobs(
+    channel: &Channel,
+    user_token: &str,
+    after: HashMap<i64, i64>,
+) -> Result<Streaming<pb::WatchMyJobsResponse>, tonic::Status> {
+    JobServiceClient::new(channel.clone())
+        .watch_my_jobs(authed(
+            pb::WatchMyJobsRequest {
+                after_revisions: after,
+            },
+            user_token,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn my_next(stream: &mut Streaming<pb::WatchMyJobsResponse>) -> MyKind {
+    next(stream).await.kind.expect("a kind")
+}
+
+/// Skips heartbeats (an idle test may see them at any point).
+async fn my_next_change(stream: &mut Streaming<pb::WatchMyJobsResponse>) -> MyKind {
+    loop {
+        match my_next(stream).await {
+            MyKind::Heartbeat(_) => continue,
+            other => return other,
+        }
+    }
+}
+
+fn snapshot_of(kind: MyKind) -> pb::Job {
+    match kind {
+        MyKind::Snapshot(s) => s.job.expect("job"),
+        other => panic!("expected a snapshot, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_my_jobs_snapshots_every_job_then_streams_their_events() {
+    let mut server = spawn(Opts::default()).await;
+    let channel = server.channel().await;
+    create_job(&channel, 11, CLIENT, WORKER).await;
+    create_job(&channel, 12, "client-other", WORKER).await;
+    create_job(&channel, 13, CLIENT, OTHER_WORKER).await;
+    create_job(&channel, 14, "client-other", "worker-other").await;
+
+    let mut worker = watch_my_jobs(&channel, &token(WORKER), HashMap::new())
+        .await
+        .unwrap();
+    let a = snapshot_of(my_next(&mut worker).await);
+    let b = snapshot_of(my_next(&mut worker).await);
+    assert_eq!((a.job_id, b.job_id), (11, 12), "the worker's jobs, by id");
+    let MyKind::Heartbeat(caught_up) = my_next(&mut worker).await else {
+        panic!("a heartbeat says the initial snapshots are done")
+    };
+    assert_eq!(caught_up.revision, 0);
+
+    let mut client = watch_my_jobs(&channel, &token(CLIENT), HashMap::new())
+        .await
+        .unwrap();
+    let ids = [
+        snapshot_of(my_next(&mut client).await).job_id,
+        snapshot_of(my_next(&mut client).await).job_id,
+    ];
+    assert_eq!(ids, [11, 13]);
+
+    mark_complete(&channel, 12, WORKER).await;
+    mark_complete(&channel, 11, WORKER).await;
+    mark_complete(&channel, 14, "worker-other").await;
+    for expected in [12, 11] {
+        let MyKind::Event(event) = my_next_change(&mut worker).await else {
+            panic!("event")
+        };
+        assert_eq!((event.job_id, event.revision), (expected, 2));
+    }
+    let MyKind::Event(event) = my_next_change(&mut client).await else {
+        panic!("event")
+    };
+    assert_eq!(
+        (event.job_id, event.revision),
+        (11, 2),
+        "job 12 is not the client's"
+    );
+
+    // Service tokens have no jobs of their own.
+    let mut service = watch_my_jobs(&channel, &service_token(), HashMap::new())
+        .await
+        .unwrap();
+    let refused = tokio::time::timeout(PATIENCE, service.message())
+        .await
+        .unwrap()
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+
+    // Shutdown ends the stream with UNAVAILABLE and resume advice.
+    server.stop().await;
+    let end = loop {
+        match tokio::time::timeout(PATIENCE, worker.message())
+            .await
+            .unwrap()
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("must end with a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), Code::Unavailable);
+    assert!(
+        end.message().contains("after_revisions"),
+        "{}",
+        end.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_join_when_assigned_and_leave_when_reassigned_away() {
+    let mut server = spawn(Opts::default()).await;
+    let channel = server.channel().await;
+    create_job(&channel, 21, CLIENT, WORKER).await;
+    let mut bob = watch_my_jobs(&channel, &token(WORKER), HashMap::new())
+        .await
+        .unwrap();
+    assert_eq!(snapshot_of(my_next(&mut bob).await).job_id, 21);
+    let mut carol = watch_my_jobs(&channel, &token(OTHER_WORKER), HashMap::new())
+        .await
+        .unwrap();
+    let MyKind::Heartbeat(_) = my_next(&mut carol).await else {
+        panic!("carol has no jobs yet: only the caught-up heartbeat")
+    };
+
+    // An open job gets Bob as its worker: it joins his stream.
+    create_job(&channel, 22, CLIENT, "").await;
+    assign(&channel, 22, WORKER).await;
+    let joined = snapshot_of(my_next_change(&mut bob).await);
+    assert_eq!((joined.job_id, joined.revision), (22, 2));
+    assert_eq!(joined.worker_id, WORKER);
+
+    // Job 21 goes to Carol: it leaves Bob's stream with a JobLeft saying
+    // why, and joins Carol's.
+    assign(&channel, 21, OTHER_WORKER).await;
+    let MyKind::Left(left) = my_next_change(&mut bob).await else {
+        panic!("job 21 leaves bob's stream")
+    };
+    assert_eq!(left.job_id, 21);
+    assert_eq!(left.revision, 2);
+    assert_eq!(left.cause, pb::EventType::WorkerAssigned as i32);
+    let joined = snapshot_of(my_next_change(&mut carol).await);
+    assert_eq!((joined.job_id, joined.revision), (21, 2));
+
+    // Nothing more of job 21 reaches Bob; job 22 still does.
+    mark_complete(&channel, 21, OTHER_WORKER).await;
+    mark_complete(&channel, 22, WORKER).await;
+    let MyKind::Event(event) = my_next_change(&mut bob).await else {
+        panic!("event")
+    };
+    assert_eq!((event.job_id, event.revision), (22, 3));
+    let MyKind::Event(event) = my_next_change(&mut carol).await else {
+        panic!("event")
+    };
+    assert_eq!((event.job_id, event.revision), (21, 3));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_my_jobs_resumes_from_a_map_of_revisions() {
+    let mut server = spawn(Opts::default()).await;
+    let channel = server.channel().await;
+    create_job(&channel, 31, CLIENT, WORKER).await;
+    create_job(&channel, 32, CLIENT, WORKER).await;
+    create_job(&channel, 33, CLIENT, WORKER).await;
+    create_job(&channel, 34, CLIENT, WORKER).await;
+    mark_complete(&channel, 31, WORKER).await; // 31 at revision 2
+    assign(&channel, 33, OTHER_WORKER).await; // 33 is no longer Bob's
+    // 34 is new to this watcher: no entry in the map.
+
+    let after = HashMap::from([(31, 1), (32, 1), (33, 1), (35, 1), (36, 99)]);
+    let mut bob = watch_my_jobs(&channel, &token(WORKER), after)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    loop {
+        match my_next(&mut bob).await {
+            MyKind::Heartbeat(_) => break,
+            MyKind::Event(e) => seen.push(format!("event {} r{}", e.job_id, e.revision)),
+            MyKind::Snapshot(s) => {
+                let job = s.job.unwrap();
+                seen.push(format!("snapshot {} r{}", job.job_id, job.revision));
+            }
+            MyKind::Left(l) => seen.push(format!("left {} r{}", l.job_id, l.revision)),
+        }
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            // Replayed from the log, not a snapshot; nothing for 32 (up to
+            // date); a snapshot for 34; 33, 35 and 36 are not Bob's.
+            "event 31 r2",
+            "left 33 r0",
+            "left 35 r0",
+            "left 36 r0",
+            "snapshot 34 r1",
+        ]
+    );
+
+    // A revision ahead of the job's: a RESYNC snapshot replaces it.
+    let mut resync = watch_my_jobs(&channel, &token(WORKER), HashMap::from([(32, 50)]))
+        .await
+        .unwrap();
+    let mut reasons = HashMap::new();
+    loop {
+        match my_next(&mut resync).await {
+            MyKind::Heartbeat(_) => break,
+            MyKind::Snapshot(s) => {
+                reasons.insert(s.job.unwrap().job_id, s.reason);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(reasons[&32], pb::SnapshotReason::Resync as i32);
+    assert_eq!(reasons[&31], pb::SnapshotReason::Initial as i32);
+
+    // Lost and regained while away: the job starts over (RESYNC) rather
+    // than leaving, and the events in between are not sent.
+    create_job(&channel, 37, CLIENT, WORKER).await;
+    assign(&channel, 37, OTHER_WORKER).await;
+    assign(&channel, 37, WORKER).await;
+    let mut back = watch_my_jobs(&channel, &token(WORKER), HashMap::from([(37, 1)]))
+        .await
+        .unwrap();
+    let mut for_37 = Vec::new();
+    loop {
+        match my_next(&mut back).await {
+            MyKind::Heartbeat(_) => break,
+            MyKind::Snapshot(s) if s.job.as_ref().unwrap().job_id == 37 => {
+                for_37.push((s.reason, s.job.unwrap().revision));
+            }
+            MyKind::Event(e) if e.job_id == 37 => panic!("no replay across the gap: {e:?}"),
+            MyKind::Left(l) if l.job_id == 37 => panic!("37 is Bob's again: {l:?}"),
+            _ => {}
+        }
+    }
+    assert_eq!(for_37, [(pb::SnapshotReason::Resync as i32, 3)]);
+
+    // Bad input is refused up front.
+    let bad = watch_my_jobs(&channel, &token(WORKER), HashMap::from([(0, 1)])).await;
+    assert_eq!(bad.err().map(|s| s.code()), Some(Code::InvalidArgument));
+    let bad = watch_my_jobs(&channel, &token(WORKER), HashMap::from([(31, -1)])).await;
+    assert_eq!(bad.err().map(|s| s.code()), Some(Code::InvalidArgument));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_my_jobs_misses_nothing_across_many_concurrent_changes() {
+    let mut server = spawn(Opts::default()).await;
+    let channel = server.channel().await;
+    for id in 41..=60 {
+        create_job(&channel, id, CLIENT, WORKER).await;
+    }
+    let mut client = watch_my_jobs(&channel, &token(CLIENT), HashMap::new())
+        .await
+        .unwrap();
+    let mut last: HashMap<i64, i64> = HashMap::new();
+    loop {
+        match my_next(&mut client).await {
+            MyKind::Snapshot(s) => {
+                let job = s.job.unwrap();
+                last.insert(job.job_id, job.revision);
+            }
+            MyKind::Heartbeat(_) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(last.len(), 20);
+    // Mark all twenty complete at once, from many tasks.
+    let mut tasks = Vec::new();
+    for id in 41..=60 {
+        let channel = channel.clone();
+        tasks.push(tokio::spawn(async move {
+            mark_complete(&channel, id, WORKER).await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut events = 0;
+    while events < 20 {
+        if let MyKind::Event(e) = my_next_change(&mut client).await {
+            let previous = last.insert(e.job_id, e.revision).expect("a known job");
+            assert_eq!(e.revision, previous + 1, "contiguous per job");
+            events += 1;
+        }
+    }
+    assert!(last.values().all(|&r| r == 2));
+    server.stop().await;
+}
