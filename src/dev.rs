@@ -52,7 +52,9 @@ pub async fn prepare(jobs: &Jobs, jwt: &JwtSettings, addr: SocketAddr) -> Result
          export STRANGER_TOKEN={stranger}\n\
          export SERVICE_TOKEN={admin}\n\
          try:\n  grpcurl -plaintext {addr} list\n  \
-         grpcurl -plaintext -H \"authorization: Bearer $CLIENT_TOKEN\" -d '{{\"job_id\": {DEMO_JOB}}}' {addr} jobstatus.v1.JobService/WatchJob\n",
+         grpcurl -plaintext -H \"authorization: Bearer $CLIENT_TOKEN\" -d '{{\"job_id\": {DEMO_JOB}}}' {addr} jobstatus.v1.JobService/WatchJob\n\
+         browser demo page: (cd web && npm ci && npm run dev), then open\n  \
+         http://localhost:5173/?api=http://{addr}&job={DEMO_JOB} and paste a token\n",
         status = job.status,
         revision = job.revision,
     );

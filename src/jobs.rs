@@ -136,7 +136,11 @@ impl Jobs {
             // Subscribe before reading, so nothing committed after the read
             // can be missed; anything already read is skipped by revision.
             let mut subscription = this.hub.subscribe(id);
-            let job = this.get(&identity.caller, id).await?;
+            // Store futures are boxed: held inline, the largest one (~8.7 KB
+            // with both backends) would size this stream's state for its
+            // whole life, and idle watch streams are what the server holds
+            // most of.
+            let job = Box::pin(this.get(&identity.caller, id)).await?;
             let mut last = job.revision;
             let mut pending: VecDeque<SharedEvent> = VecDeque::new();
             let mut catching_up = false;
@@ -177,7 +181,7 @@ impl Jobs {
                     }
                     if event.revision() != last + 1 {
                         // The log has a hole it cannot fill: say so in-band.
-                        let job = this.get(&identity.caller, id).await?;
+                        let job = Box::pin(this.get(&identity.caller, id)).await?;
                         last = job.revision;
                         pending.clear();
                         let terminal = job.status.is_terminal();
@@ -201,7 +205,7 @@ impl Jobs {
                     }
                 }
                 if catching_up {
-                    let page = this.store.events_after(id, last, CATCH_UP_PAGE).await?;
+                    let page = Box::pin(this.store.events_after(id, last, CATCH_UP_PAGE)).await?;
                     catching_up = page.len() == CATCH_UP_PAGE as usize;
                     pending.extend(page.into_iter().map(Arc::new));
                     continue;

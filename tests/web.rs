@@ -1147,3 +1147,33 @@ async fn watch_my_jobs_misses_nothing_across_many_concurrent_changes() {
     assert!(last.values().all(|&r| r == 2));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_my_jobs_ends_unauthenticated_when_the_token_expires() {
+    let mut server = spawn(Opts::default()).await;
+    let channel = server.channel().await;
+    create_job(&channel, 71, CLIENT, WORKER).await;
+    let short = mint(
+        &jwt(),
+        WORKER,
+        TokenKind::User,
+        chrono::Duration::seconds(2),
+    )
+    .unwrap();
+    let mut stream = watch_my_jobs(&channel, &short, HashMap::new())
+        .await
+        .unwrap();
+    assert_eq!(snapshot_of(my_next(&mut stream).await).job_id, 71);
+    let end = loop {
+        match tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .unwrap()
+        {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("must end with a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(end.code(), Code::Unauthenticated);
+    server.stop().await;
+}

@@ -81,7 +81,24 @@ function describe(error: unknown): string {
   return e.rawMessage || e.message;
 }
 
+let connectionTrouble = false;
+
+/** After a few failed attempts in a row, say why instead of just spinning. */
+function reportTrouble(status: WatchStatus) {
+  if (status.state === "reconnecting" && status.attempt >= 3) {
+    connectionTrouble = true;
+    showError(
+      `Cannot reach the server at ${api} (${describe(status.error)}); retrying. ` +
+        `If this persists, check the address and that this page's origin (${location.origin}) is allowed (--cors-origin).`,
+    );
+  } else if (status.state === "live" && connectionTrouble) {
+    connectionTrouble = false;
+    showError(undefined);
+  }
+}
+
 function indicate(element: HTMLElement, status: WatchStatus) {
+  reportTrouble(status);
   element.dataset.state = status.state;
   element.textContent = STATE_TEXT[status.state];
   if (status.state === "reconnecting" && status.retryInMs !== undefined) {
