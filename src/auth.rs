@@ -86,8 +86,9 @@ struct Claims {
     role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
+    /// A string or an array of strings (RFC 7519); jsonwebtoken checks it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    aud: Option<String>,
+    aud: Option<serde_json::Value>,
 }
 
 /// The token settings shared by verifying and minting.
@@ -230,7 +231,7 @@ pub fn mint(
         scope: (kind == TokenKind::Service).then(|| ADMIN_SCOPE.to_owned()),
         role: None,
         iss: settings.issuer.clone(),
-        aud: settings.audience.clone(),
+        aud: settings.audience.clone().map(serde_json::Value::from),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -379,6 +380,12 @@ mod tests {
         let v = Verifier::new(&strict);
         let good = mint(&strict, "a", TokenKind::User, chrono::Duration::hours(1)).unwrap();
         assert!(v.verify(&good).is_ok());
+        let listed = sign(
+            json!({"sub": "a", "exp": future(), "iss": "marketplace", "aud": ["other", "jobstatus"]}),
+            Algorithm::HS256,
+            b"test-secret",
+        );
+        assert!(v.verify(&listed).is_ok(), "an aud array naming us is accepted");
         let bare = mint(
             &settings(),
             "a",

@@ -25,6 +25,9 @@ pub enum AppError {
     /// (a worker reassigned away).
     #[error("you no longer have access to job {0}")]
     AccessLost(JobId),
+    /// INTERNAL: a bug (a task that panicked); details are logged only.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// UNAVAILABLE: ends a watch on server shutdown; the client reconnects
     /// with `after_revision` and misses nothing.
     #[error(

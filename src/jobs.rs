@@ -91,9 +91,21 @@ impl Jobs {
     /// Runs a command; publishes its event after the commit. Returns the job
     /// as the command left it (for a replayed request id: as the original
     /// request left it).
+    ///
+    /// Runs in its own task: if the caller goes away (deadline, reset) while
+    /// the change is being committed, the commit still happens, so the
+    /// publish must happen too, or watchers would not hear of a change that
+    /// stands.
     pub async fn execute(&self, request: Request) -> Result<Job, AppError> {
-        let (job_id, kind) = (request.job_id, request.command.event_kind());
-        let request_id = request.request_id.clone();
+        let this = self.clone();
+        tokio::spawn(async move { this.execute_and_publish(request).await })
+            .await
+            .map_err(|e| AppError::Internal(format!("command task failed: {e}")))?
+    }
+
+    async fn execute_and_publish(&self, request: Request) -> Result<Job, AppError> {
+        let command = request.command.clone();
+        let (job_id, request_id) = (request.job_id, request.request_id.clone());
         match self.store.execute(request).await? {
             Outcome::Changed(event) => {
                 let job = event.job.clone();
@@ -101,7 +113,7 @@ impl Jobs {
                 Ok(job)
             }
             Outcome::Unchanged(job) => Ok(job),
-            Outcome::Replayed(event) if event.job_id() == job_id && event.kind == kind => {
+            Outcome::Replayed(event) if event.job_id() == job_id && command.is_answered_by(&event) => {
                 Ok(event.job)
             }
             Outcome::Replayed(_) => Err(AppError::RequestIdReused {
@@ -141,11 +153,20 @@ impl Jobs {
             // whole life, and idle watch streams are what the server holds
             // most of.
             let job = Box::pin(this.get(&identity.caller, id)).await?;
+            // Access was just checked against the job as it is now, so the
+            // history up to here (a replay) is the caller's to see even where
+            // an old event did not name them (a worker assigned later).
+            let verified = job.revision;
             let mut last = job.revision;
             let mut pending: VecDeque<SharedEvent> = VecDeque::new();
             let mut catching_up = false;
             let mut announce_caught_up = false;
             match after {
+                Some(seen) if seen == job.revision && job.status.is_terminal() => {
+                    // Nothing happened since and nothing ever will.
+                    yield WatchItem::Heartbeat { revision: seen, at: Utc::now() };
+                    return;
+                }
                 Some(seen) if seen <= job.revision => {
                     last = seen;
                     catching_up = true;
@@ -192,6 +213,7 @@ impl Jobs {
                         break;
                     }
                     if let Caller::User(user) = &identity.caller
+                        && event.revision() > verified
                         && event.job.role_of(user).is_none()
                     {
                         Err(AppError::AccessLost(id))?;

@@ -210,11 +210,12 @@ impl Jobs {
                                         tracked.insert(id, job.revision);
                                         yield MyJobsItem::Snapshot { job, reason: SnapshotReason::Resync };
                                     }
-                                    current => {
+                                    _ => {
+                                        // Not the caller's any more: say
+                                        // nothing about where the job is now.
                                         tracked.remove(&id);
                                         subscription.untrack(id);
-                                        let revision = current.map_or(0, |j| j.revision);
-                                        yield MyJobsItem::Left { job: id, revision, cause: None };
+                                        yield MyJobsItem::Left { job: id, revision: 0, cause: None };
                                     }
                                 }
                                 break;
@@ -240,9 +241,16 @@ impl Jobs {
                             yield MyJobsItem::Left { job: id, revision: event.revision(), cause: Some(event.kind) };
                         }
                         Step::Join => {
-                            tracked.insert(id, event.revision());
-                            subscription.track(id);
-                            yield MyJobsItem::Snapshot { job: event.job.clone(), reason: SnapshotReason::Initial };
+                            // The event may be stale (published late, or
+                            // re-published by the PostgreSQL listener): join
+                            // only if the job is the caller's now, with its
+                            // state now.
+                            let current = this.store().get_job(id).await?;
+                            if let Some(job) = current.filter(|j| j.role_of(&user).is_some()) {
+                                tracked.insert(id, job.revision);
+                                subscription.track(id);
+                                yield MyJobsItem::Snapshot { job, reason: SnapshotReason::Initial };
+                            }
                         }
                         Step::Gap => {
                             this.stats().catch_ups.fetch_add(1, Ordering::Relaxed);

@@ -86,6 +86,29 @@ impl Command {
     }
 }
 
+impl Command {
+    /// Whether `event` is what this command would have produced: used to
+    /// tell a retry (same request id, same request) from a reuse of the id
+    /// for a different request (AIP-155).
+    pub fn is_answered_by(&self, event: &Event) -> bool {
+        let job = &event.job;
+        event.kind == self.event_kind()
+            && match self {
+                Command::Create { client, worker } => {
+                    &job.client_id == client && job.worker_id.as_ref() == worker.as_ref()
+                }
+                Command::AssignWorker { worker } => job.worker_id.as_ref() == Some(worker),
+                Command::RequestChanges { reason } => {
+                    job.change_request_reason.as_ref() == Some(reason)
+                }
+                Command::ApproveCompletion { method } => job.payment_method == Some(*method),
+                Command::SubmitPaymentProof { proof } => job.payment_proof.as_ref() == Some(proof),
+                Command::Cancel { reason } => &job.cancel_reason == reason,
+                Command::MarkComplete | Command::ConfirmPayment => true,
+            }
+    }
+}
+
 /// A command with everything needed to decide it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {

@@ -101,7 +101,7 @@ bounded_string!(
 );
 
 /// Free text a person gives (changes requested, cancellation). Unlike the
-/// ids it may contain newlines.
+/// ids it may contain line breaks and tabs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Reason(String);
@@ -122,6 +122,17 @@ impl Reason {
                     "must be at most {} characters, got {chars}",
                     Self::MAX_CHARS
                 ),
+            ));
+        }
+        // Line breaks and tabs are text; other control characters (NUL
+        // above all, which PostgreSQL cannot store) are not.
+        if value
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err(DomainError::invalid(
+                field,
+                "must not contain control characters other than line breaks and tabs",
             ));
         }
         Ok(Self(value))

@@ -1952,3 +1952,70 @@ fn roles_serialize_in_snake_case() {
         assert_eq!(serde_json::to_string(&role).unwrap(), format!("\"{name}\""));
     }
 }
+
+#[test]
+fn reasons_refuse_control_characters_but_keep_line_breaks_and_tabs() {
+    for bad in ["a\0b", "a\u{1b}b", "a\u{7f}b"] {
+        assert!(
+            matches!(
+                Reason::parse("reason", bad),
+                Err(DomainError::InvalidArgument { field: "reason", .. })
+            ),
+            "{bad:?} must be refused"
+        );
+    }
+    assert_eq!(reason("line one\r\nline\ttwo").as_str(), "line one\r\nline\ttwo");
+}
+
+#[test]
+fn a_retry_is_answered_only_by_the_event_of_the_same_request() {
+    let service = Caller::Service(sid(SERVICE));
+    let create = |worker: &str| Command::Create {
+        client: uid(CLIENT),
+        worker: Some(uid(worker)),
+    };
+    let request = Request {
+        job_id: job_id(),
+        caller: service,
+        command: create(WORKER),
+        request_id: Some(rid(REQUEST_ID)),
+        expected_revision: None,
+    };
+    let Ok(Decision::Changed(created)) = decide(None, &request, created()) else {
+        panic!("create must change the job");
+    };
+    assert!(create(WORKER).is_answered_by(&created));
+    assert!(!create(OTHER_WORKER).is_answered_by(&created));
+    assert!(!Command::MarkComplete.is_answered_by(&created));
+    assert!(
+        !Command::AssignWorker {
+            worker: uid(WORKER)
+        }
+        .is_answered_by(&created)
+    );
+
+    let mut approved = created.clone();
+    approved.kind = EventKind::ClientApprovedCompletion;
+    approved.job.payment_method = Some(PaymentMethod::Cash);
+    assert!(
+        Command::ApproveCompletion {
+            method: PaymentMethod::Cash
+        }
+        .is_answered_by(&approved)
+    );
+    assert!(
+        !Command::ApproveCompletion {
+            method: PaymentMethod::Gcash
+        }
+        .is_answered_by(&approved)
+    );
+    let mut cancelled = created;
+    cancelled.kind = EventKind::JobCancelled;
+    assert!(Command::Cancel { reason: None }.is_answered_by(&cancelled));
+    assert!(
+        !Command::Cancel {
+            reason: Some(reason("other"))
+        }
+        .is_answered_by(&cancelled)
+    );
+}

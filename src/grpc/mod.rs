@@ -65,7 +65,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
-    let probe = health::spawn_probe(reporter, jobs.clone(), options.health_interval);
+    let probe = health::spawn_probe(reporter, jobs.clone(), options.health_interval).await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -113,6 +113,6 @@ pub async fn serve(
         .add_service(admin_service)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
-    probe.abort();
+    drop(probe);
     result
 }

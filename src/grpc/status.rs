@@ -22,8 +22,16 @@ impl From<AppError> for Status {
                 DomainError::RevisionMismatch { .. } => Code::Aborted,
             },
             AppError::Storage(s) => match s {
-                StorageError::Rejected(_) => Code::FailedPrecondition,
-                StorageError::Unavailable(_) => Code::Unavailable,
+                StorageError::Rejected(refusal) => {
+                    return AppError::Domain(refusal.clone()).into();
+                }
+                StorageError::Unavailable(detail) => {
+                    // The detail may name hosts, users or SQL: log it only.
+                    tracing::warn!(error = %detail, "database unavailable");
+                    return Status::unavailable(
+                        "database unavailable: the service cannot reach its database; retry shortly",
+                    );
+                }
                 StorageError::Corrupt(_) | StorageError::Internal(_) => {
                     tracing::error!(error = %s, "internal storage error");
                     return Status::internal("internal error; it has been logged");
@@ -42,6 +50,10 @@ impl From<AppError> for Status {
             AppError::RequestIdReused { .. } => Code::InvalidArgument,
             AppError::AccessLost(_) => Code::PermissionDenied,
             AppError::ShuttingDown { .. } => Code::Unavailable,
+            AppError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                return Status::internal("internal error; it has been logged");
+            }
         };
         Status::new(code, message)
     }

@@ -426,6 +426,31 @@ async fn request_id_retries_return_the_original_answer(backend: Backend) {
         Code::InvalidArgument,
         "already used for a different request",
     );
+    // Reusing an id with other arguments is refused too, not answered with
+    // the first request's result.
+    let assign = |worker: &str| pb::AssignWorkerRequest {
+        job_id: 1,
+        worker_id: worker.into(),
+        request_id: "assign-1".into(),
+        ..Default::default()
+    };
+    let mut admin = app.admin().await;
+    admin.assign_worker(assign(WORKER)).await.expect("same worker: a no-op");
+    admin.assign_worker(assign(OTHER_WORKER)).await.expect("reassign");
+    assert_status(
+        admin.assign_worker(assign(WORKER)).await,
+        Code::InvalidArgument,
+        "already used for a different request",
+    );
+    admin.assign_worker(assign(OTHER_WORKER)).await.expect("a true retry");
+    admin
+        .assign_worker(pb::AssignWorkerRequest {
+            job_id: 1,
+            worker_id: WORKER.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("back to the first worker");
     // Ids are per caller: the client may use the same string.
     let approve_retry = pb::ApproveCompletionRequest {
         job_id: 1,

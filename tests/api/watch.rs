@@ -24,6 +24,8 @@ crate::backend_tests!(
     expired_token_ends_the_stream,
     idle_streams_get_heartbeats,
     disconnect_frees_the_topic,
+    a_worker_assigned_later_may_replay_the_whole_log,
+    resuming_a_finished_job_at_its_last_revision_ends_cleanly,
 );
 
 /// Drives job `id` through `n` transitions (alternating MarkComplete and
@@ -336,4 +338,49 @@ async fn disconnect_frees_the_topic(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+async fn a_worker_assigned_later_may_replay_the_whole_log(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.admin()
+        .await
+        .create_job(pb::CreateJobRequest {
+            job_id: 11,
+            client_id: CLIENT.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create open job");
+    app.admin()
+        .await
+        .assign_worker(pb::AssignWorkerRequest {
+            job_id: 11,
+            worker_id: WORKER.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("assign");
+    // Revision 1 names no worker, but the job is the worker's now.
+    let mut worker = app.client(WORKER).await;
+    let mut w = watch(&mut worker, 11, Some(0)).await;
+    assert_eq!(event(&mut w).await.event(), EventType::JobCreated);
+    assert_eq!(event(&mut w).await.event(), EventType::WorkerAssigned);
+    worker.mark_complete(mark(11)).await.expect("mark");
+    assert_eq!(event(&mut w).await.revision, 3);
+}
+
+async fn resuming_a_finished_job_at_its_last_revision_ends_cleanly(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.create_job(12).await;
+    app.admin()
+        .await
+        .cancel_job(pb::CancelJobRequest {
+            job_id: 12,
+            ..Default::default()
+        })
+        .await
+        .expect("cancel");
+    let mut client = app.client(CLIENT).await;
+    let mut w = watch(&mut client, 12, Some(2)).await;
+    end(&mut w).await.expect("nothing more can happen: a clean end");
 }
