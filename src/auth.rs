@@ -385,7 +385,10 @@ mod tests {
             Algorithm::HS256,
             b"test-secret",
         );
-        assert!(v.verify(&listed).is_ok(), "an aud array naming us is accepted");
+        assert!(
+            v.verify(&listed).is_ok(),
+            "an aud array naming us is accepted"
+        );
         let bare = mint(
             &settings(),
             "a",

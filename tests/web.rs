@@ -6,6 +6,9 @@
 //! browser would put them on the wire, so nothing in between can paper over
 //! a protocol mistake.
 
+// Test helpers may unwrap: a panic is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1959,12 +1959,18 @@ fn reasons_refuse_control_characters_but_keep_line_breaks_and_tabs() {
         assert!(
             matches!(
                 Reason::parse("reason", bad),
-                Err(DomainError::InvalidArgument { field: "reason", .. })
+                Err(DomainError::InvalidArgument {
+                    field: "reason",
+                    ..
+                })
             ),
             "{bad:?} must be refused"
         );
     }
-    assert_eq!(reason("line one\r\nline\ttwo").as_str(), "line one\r\nline\ttwo");
+    assert_eq!(
+        reason("line one\r\nline\ttwo").as_str(),
+        "line one\r\nline\ttwo"
+    );
 }
 
 #[test]

@@ -20,11 +20,7 @@ const SERVICES: [&str; 3] = [
 /// starts shutting down. The caller owns the returned task handle. The first probe is reported
 /// before this returns, so a health check never finds the services
 /// unregistered (NOT_FOUND) just because the server is young.
-pub async fn spawn_probe(
-    reporter: HealthReporter,
-    jobs: Jobs,
-    interval: Duration,
-) -> ProbeTask {
+pub async fn spawn_probe(reporter: HealthReporter, jobs: Jobs, interval: Duration) -> ProbeTask {
     let first = probe(&jobs, interval).await;
     report(&reporter, first).await;
     let handle = tokio::spawn(async move {

@@ -435,14 +435,23 @@ async fn request_id_retries_return_the_original_answer(backend: Backend) {
         ..Default::default()
     };
     let mut admin = app.admin().await;
-    admin.assign_worker(assign(WORKER)).await.expect("same worker: a no-op");
-    admin.assign_worker(assign(OTHER_WORKER)).await.expect("reassign");
+    admin
+        .assign_worker(assign(WORKER))
+        .await
+        .expect("same worker: a no-op");
+    admin
+        .assign_worker(assign(OTHER_WORKER))
+        .await
+        .expect("reassign");
     assert_status(
         admin.assign_worker(assign(WORKER)).await,
         Code::InvalidArgument,
         "already used for a different request",
     );
-    admin.assign_worker(assign(OTHER_WORKER)).await.expect("a true retry");
+    admin
+        .assign_worker(assign(OTHER_WORKER))
+        .await
+        .expect("a true retry");
     admin
         .assign_worker(pb::AssignWorkerRequest {
             job_id: 1,

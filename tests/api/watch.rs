@@ -382,5 +382,7 @@ async fn resuming_a_finished_job_at_its_last_revision_ends_cleanly(backend: Back
         .expect("cancel");
     let mut client = app.client(CLIENT).await;
     let mut w = watch(&mut client, 12, Some(2)).await;
-    end(&mut w).await.expect("nothing more can happen: a clean end");
+    end(&mut w)
+        .await
+        .expect("nothing more can happen: a clean end");
 }
