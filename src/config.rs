@@ -219,6 +219,33 @@ mod tests {
     }
 
     #[test]
+    fn postgres_tuning_has_defaults_and_bounds() {
+        let cli = Cli::try_parse_from(["jobstatus", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(args.db_pool_size, 10);
+        assert_eq!(args.db_statement_timeout_ms, 5000);
+        assert_eq!(args.listener_backoff_ms, 200);
+        assert_eq!(args.listener_backoff_max_ms, 5000);
+        let cli = Cli::try_parse_from([
+            "jobstatus",
+            "serve",
+            "--database-url",
+            "postgres://u:p@db/jobstatus",
+            "--db-pool-size",
+            "32",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(args.database_url(), "postgres://u:p@db/jobstatus");
+        assert_eq!(args.db_pool_size, 32);
+        assert!(Cli::try_parse_from(["jobstatus", "serve", "--db-pool-size", "0"]).is_err());
+    }
+
+    #[test]
     fn cors_origins_repeat_and_wildcards_are_refused() {
         let cli = Cli::try_parse_from([
             "jobstatus",

@@ -7,9 +7,11 @@
 //! # Layout
 //! - [`domain`]: the pure state machine (no I/O): who may do what, and what
 //!   a job becomes.
-//! - [`storage`]: jobs and their event log in SQLite (one interface; more
-//!   backends slot in behind it).
-//! - [`hub`]: per-job broadcast channels that fan committed events out.
+//! - [`storage`]: jobs and their event log in SQLite or, for several
+//!   replicas, PostgreSQL (one interface, chosen by the database URL).
+//! - [`hub`]: per-job broadcast channels that fan committed events out
+//!   (and, on PostgreSQL, the LISTEN task that feeds them other replicas'
+//!   commits).
 //! - [`jobs`]: the application service: commands, reads and the watch
 //!   promise (snapshot, replay, lag recovery), free of transport concerns.
 //! - [`my_jobs`]: WatchMyJobs, every job of one user on one stream.

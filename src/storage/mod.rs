@@ -123,9 +123,7 @@ impl Store {
         if url.starts_with("sqlite:") {
             Ok(Store::Sqlite(SqliteStore::connect(url, options).await?))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Store::Postgres(
-                PostgresStore::connect(url, options).await?,
-            ))
+            Ok(Store::Postgres(PostgresStore::connect(url, options).await?))
         } else {
             Err(StorageError::Unavailable(format!(
                 "unsupported database URL scheme in {:?}: expected sqlite:// or postgres://",

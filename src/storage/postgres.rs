@@ -52,10 +52,7 @@ struct Inner {
 impl PostgresStore {
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StorageError> {
         let base = PgConnectOptions::from_str(url).map_err(|e| {
-            StorageError::Unavailable(format!(
-                "bad PostgreSQL URL {:?}: {e}",
-                super::redact(url)
-            ))
+            StorageError::Unavailable(format!("bad PostgreSQL URL {:?}: {e}", super::redact(url)))
         })?;
         let statement_timeout = options.statement_timeout.as_millis().max(1).to_string();
         let connect = base
@@ -99,7 +96,7 @@ impl PostgresStore {
         let mut attempt = 1;
         loop {
             let mut conn = self.acquire().await?;
-            match apply(&mut *conn, &request).await {
+            match apply(&mut conn, &request).await {
                 Ok(outcome) => return Ok(outcome),
                 Err(TxError::Sqlx(err)) if is_lost_race(&err) && attempt < MAX_ATTEMPTS => {
                     tracing::debug!(job_id = %request.job_id, error = %err, "lost a race; retrying");

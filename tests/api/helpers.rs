@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jobstatus::app::{App, Settings, StartError};
-use jobstatus::hub::pg_listen::ListenerStats;
 use jobstatus::auth::{JwtSettings, TokenKind, mint};
 use jobstatus::grpc::ServeOptions;
 use jobstatus::grpc::pb;
 use jobstatus::grpc::pb::job_admin_service_client::JobAdminServiceClient;
 use jobstatus::grpc::pb::job_service_client::JobServiceClient;
+use jobstatus::hub::pg_listen::ListenerStats;
 use jobstatus::jobs::Jobs;
 use jobstatus::storage::StoreOptions;
 use tempfile::TempDir;
@@ -198,7 +198,7 @@ pub async fn postgres_available(test: &str) -> bool {
         );
     }
     eprintln!(
-        "SKIPPED (PostgreSQL not reachable at {server}: {error}) postgres::{test}; \
+        "SKIPPED (PostgreSQL not reachable at {server}: {error}): {test} on PostgreSQL; \
          set JOBSTATUS_REQUIRE_POSTGRES=1 to make this a failure"
     );
     false
@@ -240,6 +240,14 @@ impl PgDatabase {
     /// The URL the server under test uses.
     pub fn url(&self) -> String {
         postgres_url(self.role.as_deref(), &self.name)
+    }
+
+    /// A connection to this database as the tests' administrative role.
+    pub async fn connect(&self) -> sqlx::PgConnection {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&postgres_url(None, &self.name))
+            .await
+            .expect("connect to the test database")
     }
 
     /// Terminates this database's LISTEN sessions (every replica's

@@ -1,7 +1,10 @@
 //! Several replicas on one PostgreSQL: fan-out through LISTEN/NOTIFY
-//! (including a killed listener), conflicting commands through different
-//! replicas, and a database outage. PostgreSQL only: each test skips
-//! loudly where the server is unreachable (see `helpers`).
+//! (including killed listeners, for WatchJob and WatchMyJobs), conflicting
+//! commands and racing retries through different replicas, a watch resumed
+//! on another replica, a stuck statement, and a database outage.
+//! PostgreSQL only: each test skips loudly where the server is unreachable
+//! (see `helpers`); the parametrised suite covers everything else on both
+//! backends.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -44,7 +47,10 @@ async fn watcher(app: &TestApp, user: &str, job: i64, revision: i64) -> Watch {
 /// `last` (a duplicate would arrive before it).
 async fn expect_exactly(stream: &mut Watch, from: i64, last: i64) {
     for expected in from..=last {
-        let e = event(stream).await;
+        // Bounded as a whole: heartbeats alone would keep `event` waiting.
+        let e = tokio::time::timeout(PATIENCE, event(stream))
+            .await
+            .unwrap_or_else(|_| panic!("revision {expected} never arrived"));
         assert_eq!(e.revision, expected, "every revision once, in order");
     }
     match next(stream).await {
@@ -56,7 +62,7 @@ async fn expect_exactly(stream: &mut Watch, from: i64, last: i64) {
 /// One transition of job `id` through `app`: even steps MarkComplete (the
 /// worker), odd steps RequestChanges (the client). Returns the revision.
 async fn step(app: &TestApp, id: i64, i: usize) -> i64 {
-    let job = if i % 2 == 0 {
+    let job = if i.is_multiple_of(2) {
         app.client(WORKER).await.mark_complete(mark(id)).await
     } else {
         app.client(CLIENT)
@@ -85,7 +91,11 @@ async fn assert_gap_free_log(app: &TestApp, id: i64) -> i64 {
         .await
         .expect("read the job")
         .expect("the job exists");
-    assert_eq!(job.revision, events.len() as i64, "the job row matches its log");
+    assert_eq!(
+        job.revision,
+        events.len() as i64,
+        "the job row matches its log"
+    );
     job.revision
 }
 
@@ -120,9 +130,9 @@ async fn watchers_on_each_replica_see_the_other_replicas_commits_in_order() {
     let mut on_b = watcher(&b, WORKER, 1, 1).await;
     // Commits alternate between replicas, so each watcher sees some
     // revisions from its own replica and some only through NOTIFY.
-    let n = 12;
+    let n: usize = 12;
     for i in 0..n {
-        let via = if i % 3 == 0 { &a } else { &b };
+        let via = if i.is_multiple_of(3) { &a } else { &b };
         assert_eq!(step(via, 1, i).await, i as i64 + 2);
     }
     let last = n as i64 + 1;
@@ -170,17 +180,31 @@ async fn killed_listener_is_caught_up_and_watchers_miss_nothing() {
     }
     // Then keep committing through B while listeners are killed again and
     // again: every watcher still gets every revision exactly once.
-    let mut next_step = 3;
-    for round in 0..4 {
-        for _ in 0..5 {
-            step(&b, 1, next_step).await;
-            next_step += 1;
+    // About 1.5 s of commits, spanning A's reconnect after its back-off.
+    const MORE: usize = 60;
+    let (mut worker, mut client) = (b.client(WORKER).await, b.client(CLIENT).await);
+    let churn = tokio::spawn(async move {
+        for i in 3..3 + MORE {
+            let job = if i.is_multiple_of(2) {
+                worker.mark_complete(mark(1)).await
+            } else {
+                client.request_changes(changes(1, "again")).await
+            };
+            job.expect("transition through B");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if round < 3 {
-            db.pg().kill_listeners().await;
-        }
+    });
+    let mut kills = 0;
+    while !churn.is_finished() && kills < 40 {
+        kills += db.pg().kill_listeners().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let last = next_step as i64 + 1;
+    churn.await.expect("B's writer");
+    assert!(
+        kills >= 3,
+        "listeners were killed while B committed ({kills})"
+    );
+    let last = (3 + MORE) as i64 + 1;
     for w in &mut watchers {
         expect_exactly(w, 2, last).await;
     }
@@ -192,7 +216,10 @@ async fn killed_listener_is_caught_up_and_watchers_miss_nothing() {
     // Both replicas reconnected for real: two LISTEN sessions exist again.
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while db.pg().listener_pids().await.len() < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "listeners never came back");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "listeners never came back"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(assert_gap_free_log(&a, 1).await, last);
@@ -247,13 +274,44 @@ async fn conflicting_commands_through_two_replicas_have_one_winner() {
         assert_eq!(assert_gap_free_log(&b, id).await, 3);
     }
 
+    // A retry racing its original through the other replica (same request
+    // id): both get the one answer, and only one change is made.
+    for id in 100..110 {
+        let (mut admin_a, mut admin_b) = (a.admin().await, b.admin().await);
+        let create = pb::CreateJobRequest {
+            job_id: id,
+            client_id: CLIENT.into(),
+            worker_id: WORKER.into(),
+            request_id: format!("create-{id}"),
+        };
+        let (ra, rb) = tokio::join!(
+            admin_a.create_job(create.clone()),
+            admin_b.create_job(create)
+        );
+        let (ra, rb) = (ra.expect("create"), rb.expect("create retry"));
+        assert_eq!(ra.into_inner(), rb.into_inner());
+        let (mut worker_a, mut worker_b) = (a.client(WORKER).await, b.client(WORKER).await);
+        let request = pb::MarkCompleteRequest {
+            job_id: id,
+            request_id: format!("mark-{id}"),
+            ..Default::default()
+        };
+        let (ra, rb) = tokio::join!(
+            worker_a.mark_complete(request.clone()),
+            worker_b.mark_complete(request)
+        );
+        let (ra, rb) = (ra.expect("mark"), rb.expect("mark retry"));
+        assert_eq!(ra.into_inner(), rb.into_inner());
+        assert_eq!(assert_gap_free_log(&a, id).await, 2);
+    }
+
     // Many writers on one job through both replicas: whatever wins, the
     // history is one line, revisions 1, 2, 3… with no gaps or repeats.
     let id = 1_000;
     a.create_job(id).await;
     let mut tasks = Vec::new();
     for t in 0..8usize {
-        let via_a = t % 2 == 0;
+        let via_a = t.is_multiple_of(2);
         let app_worker = if via_a {
             a.client(WORKER).await
         } else {
@@ -289,8 +347,7 @@ async fn conflicting_commands_through_two_replicas_have_one_winner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_is_unavailable_and_not_serving_then_recovers() {
-    if !postgres_available("database_outage_is_unavailable_and_not_serving_then_recovers").await
-    {
+    if !postgres_available("database_outage_is_unavailable_and_not_serving_then_recovers").await {
         return;
     }
     // The servers connect as a role of this test's own, so blocking it
@@ -329,6 +386,22 @@ async fn database_outage_is_unavailable_and_not_serving_then_recovers() {
         "",
     );
     wait_for_health(&mut health, ServingStatus::NotServing).await;
+    // New watches cannot read their snapshot: UNAVAILABLE too. Open ones
+    // hold no connection and stay open (checked below: they go on).
+    let mut client_a = a.client(CLIENT).await;
+    let opened = client_a
+        .watch_job(pb::WatchJobRequest {
+            job_id: 1,
+            after_revision: None,
+        })
+        .await;
+    match opened {
+        Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        Ok(stream) => {
+            let mut stream = stream.into_inner();
+            assert_status(next(&mut stream).await, Code::Unavailable, "");
+        }
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     db.pg().unblock().await;
@@ -348,7 +421,10 @@ async fn database_outage_is_unavailable_and_not_serving_then_recovers() {
         }
     };
     assert_eq!(job.revision, 2);
-    let again = worker.mark_complete(request).await.expect("a retry replays");
+    let again = worker
+        .mark_complete(request)
+        .await
+        .expect("a retry replays");
     assert_eq!(again.into_inner().revision, 2);
     // Committed through B: A's watcher gets it through A's listener, which
     // had to reconnect after the outage.
@@ -383,4 +459,134 @@ async fn wait_for_health(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_my_jobs_on_one_replica_follows_the_other_even_across_a_killed_listener() {
+    if !postgres_available(
+        "watch_my_jobs_on_one_replica_follows_the_other_even_across_a_killed_listener",
+    )
+    .await
+    {
+        return;
+    }
+    use pb::watch_my_jobs_response::Kind as MyKind;
+    let db = TestDb::postgres(false).await;
+    let mut slow = options();
+    slow.store.listener_backoff = Duration::from_secs(1);
+    slow.store.listener_backoff_max = Duration::from_secs(1);
+    let a = TestApp::start(db.clone(), slow).await;
+    let b = TestApp::start(db.clone(), options()).await;
+    listening(&a, &b).await;
+    let mut stream = a
+        .client(WORKER)
+        .await
+        .watch_my_jobs(pb::WatchMyJobsRequest::default())
+        .await
+        .expect("WatchMyJobs opens")
+        .into_inner();
+    // Reads until `done` says the stream has shown what it should; every
+    // job's revisions must arrive once and in order.
+    let mut last: std::collections::HashMap<i64, i64> = Default::default();
+    let mut read_until =
+        async |stream: &mut tonic::Streaming<pb::WatchMyJobsResponse>,
+               done: &dyn Fn(&std::collections::HashMap<i64, i64>) -> bool| {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            while !done(&last) {
+                let message = tokio::time::timeout_at(deadline, stream.message())
+                    .await
+                    .expect("WatchMyJobs delivers in time")
+                    .expect("stream ok")
+                    .expect("stream open");
+                match message.kind.expect("a kind") {
+                    MyKind::Snapshot(s) => {
+                        let job = s.job.expect("job");
+                        assert!(
+                            last.insert(job.job_id, job.revision).is_none(),
+                            "one snapshot"
+                        );
+                    }
+                    MyKind::Event(e) => {
+                        let before = last.insert(e.job_id, e.revision);
+                        assert_eq!(before, Some(e.revision - 1), "contiguous revisions");
+                    }
+                    MyKind::Heartbeat(_) => {}
+                    MyKind::Left(l) => panic!("unexpected JobLeft {l:?}"),
+                }
+            }
+        };
+    // A job created and changed through B joins the stream on A.
+    b.create_job(1).await;
+    step(&b, 1, 0).await;
+    read_until(&mut stream, &|l| l.get(&1) == Some(&2)).await;
+    // While A's listener is down: a new job for the worker, and a change.
+    assert_eq!(db.pg().kill_listeners().await, 2);
+    eventually("A noticed its LISTEN connection died", || {
+        a.listener.breaks.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    b.create_job(2).await;
+    step(&b, 1, 1).await;
+    read_until(&mut stream, &|l| {
+        l.get(&1) == Some(&3) && l.get(&2) == Some(&1)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_statement_fails_unavailable_after_the_statement_timeout() {
+    if !postgres_available("a_stuck_statement_fails_unavailable_after_the_statement_timeout").await
+    {
+        return;
+    }
+    let db = TestDb::postgres(false).await;
+    let mut quick = options();
+    quick.store.statement_timeout = Duration::from_millis(300);
+    let app = TestApp::start(db.clone(), quick).await;
+    app.create_job(1).await;
+    // Another session holds the job's row lock and does not let go.
+    let mut blocker = db.pg().connect().await;
+    sqlx::raw_sql("BEGIN; SELECT 1 FROM jobs WHERE job_id = 1 FOR UPDATE")
+        .execute(&mut blocker)
+        .await
+        .expect("lock the row");
+    let mut worker = app.client(WORKER).await;
+    let started = tokio::time::Instant::now();
+    assert_status(worker.mark_complete(mark(1)).await, Code::Unavailable, "");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "failed after {:?}",
+        started.elapsed()
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .expect("release the row");
+    let job = worker.mark_complete(mark(1)).await.expect("works again");
+    assert_eq!(job.into_inner().revision, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_resumes_on_another_replica_when_its_replica_goes_away() {
+    if !postgres_available("a_watch_resumes_on_another_replica_when_its_replica_goes_away").await {
+        return;
+    }
+    let (mut a, b) = two_replicas(options()).await;
+    listening(&a, &b).await;
+    a.create_job(1).await;
+    let mut on_a = watcher(&a, CLIENT, 1, 1).await;
+    step(&b, 1, 0).await;
+    assert_eq!(event(&mut on_a).await.revision, 2);
+    // A goes away (a deploy): its stream ends, resumably.
+    a.stop().await;
+    let ended = end(&mut on_a).await;
+    assert_status(ended, Code::Unavailable, "after_revision=2");
+    step(&b, 1, 1).await;
+    step(&b, 1, 2).await;
+    // The client reconnects (through the load balancer) to B and resumes.
+    let mut client = b.client(CLIENT).await;
+    let mut on_b = watch(&mut client, 1, Some(2)).await;
+    expect_exactly(&mut on_b, 3, 4).await;
+    step(&b, 1, 3).await;
+    expect_exactly(&mut on_b, 5, 5).await;
 }
