@@ -113,7 +113,9 @@ impl Jobs {
                 Ok(job)
             }
             Outcome::Unchanged(job) => Ok(job),
-            Outcome::Replayed(event) if event.job_id() == job_id && command.is_answered_by(&event) => {
+            Outcome::Replayed(event)
+                if event.job_id() == job_id && command.is_answered_by(&event) =>
+            {
                 Ok(event.job)
             }
             Outcome::Replayed(_) => Err(AppError::RequestIdReused {

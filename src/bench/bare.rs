@@ -100,7 +100,10 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchJobResponse, Status
 
 #[tonic::async_trait]
 impl JobService for Bare {
-    async fn get_job(&self, request: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         let id = request.into_inner().job_id;
         let jobs = self.lock()?;
         jobs.get(&id)
@@ -213,7 +216,8 @@ impl JobService for Bare {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    type WatchMyJobsStream = Pin<Box<dyn Stream<Item = Result<pb::WatchMyJobsResponse, Status>> + Send>>;
+    type WatchMyJobsStream =
+        Pin<Box<dyn Stream<Item = Result<pb::WatchMyJobsResponse, Status>> + Send>>;
 
     async fn watch_my_jobs(
         &self,
@@ -267,7 +271,10 @@ impl JobAdminService for Bare {
         Err(Status::unimplemented("not in the bare baseline"))
     }
 
-    async fn cancel_job(&self, _: Request<pb::CancelJobRequest>) -> Result<Response<pb::Job>, Status> {
+    async fn cancel_job(
+        &self,
+        _: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
         Err(Status::unimplemented("not in the bare baseline"))
     }
 

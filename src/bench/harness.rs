@@ -301,9 +301,7 @@ impl Tokens {
 /// A request with the `authorization` header set.
 pub fn authed<T>(message: T, auth: &AsciiMetadataValue) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", auth.clone());
+    request.metadata_mut().insert("authorization", auth.clone());
     request
 }
 
@@ -678,7 +676,9 @@ async fn grpc_web_open(
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| format!("nodelay: {e}"))?;
     let message = pb::WatchJobRequest {
         job_id,
         after_revision: None,

@@ -53,9 +53,13 @@ fn ratio_check(
     };
     let reached_size = size == Some(target_size);
     // Judged only at the target size (smaller runs, e.g. --smoke, say so).
-    let met = ratio
-        .filter(|_| reached_size)
-        .map(|q| if higher_is_better { q >= bound } else { q <= bound });
+    let met = ratio.filter(|_| reached_size).map(|q| {
+        if higher_is_better {
+            q >= bound
+        } else {
+            q <= bound
+        }
+    });
     TargetCheck {
         name: name.to_owned(),
         want: format!(
@@ -72,10 +76,34 @@ fn ratio_check(
 
 pub fn targets(rows: &[Row]) -> Vec<TargetCheck> {
     let mut checks = vec![
-        ratio_check(rows, "W1 throughput", "W1", 20_000, "transitions_per_s", true, 0.8),
-        ratio_check(rows, "W1 delivery p99", "W1", 20_000, "delivery_p99", false, 1.25),
+        ratio_check(
+            rows,
+            "W1 throughput",
+            "W1",
+            20_000,
+            "transitions_per_s",
+            true,
+            0.8,
+        ),
+        ratio_check(
+            rows,
+            "W1 delivery p99",
+            "W1",
+            20_000,
+            "delivery_p99",
+            false,
+            1.25,
+        ),
         ratio_check(rows, "W2 p100", "W2", 20_000, "p100", false, 1.25),
-        ratio_check(rows, "W3 RSS per stream", "W3-mux", 100_000, "bytes_per_stream", false, 1.25),
+        ratio_check(
+            rows,
+            "W3 RSS per stream",
+            "W3-mux",
+            100_000,
+            "bytes_per_stream",
+            false,
+            1.25,
+        ),
         ratio_check(rows, "W4 RPS", "W4", 64, "rps", true, 0.5),
     ];
     // W3 must also have held every stream at that size.
@@ -156,7 +184,11 @@ pub fn table(rows: &[Row], checks: &[TargetCheck]) -> String {
             status(real),
             status(bare)
         );
-        let _ = writeln!(out, "  {:<24} {:>12} {:>12} {:>10}", "figure", "real", "bare", "real/bare");
+        let _ = writeln!(
+            out,
+            "  {:<24} {:>12} {:>12} {:>10}",
+            "figure", "real", "bare", "real/bare"
+        );
         let base = real.or(bare);
         for m in base.map(|r| r.metrics.as_slice()).unwrap_or_default() {
             let rv = real.and_then(|r| r.metric(m.name));
@@ -197,8 +229,12 @@ pub fn table(rows: &[Row], checks: &[TargetCheck]) -> String {
             "  {:<22} {:<13} ratio {:>8}  at {:>7}  want {}",
             c.name,
             verdict,
-            c.ratio.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into()),
-            c.measured_at.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+            c.ratio
+                .map(|r| format!("{r:.2}x"))
+                .unwrap_or_else(|| "-".into()),
+            c.measured_at
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
             c.want
         );
     }
@@ -259,6 +295,8 @@ where
             let mut chart = $chart;
             chart
                 .configure_mesh()
+                .x_labels(8)
+                .y_labels(10)
                 .x_desc(x_desc)
                 .y_desc(y_desc)
                 .draw()
@@ -269,7 +307,9 @@ where
                     .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
                     .map_err(err)?
                     .label(name.clone())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
                 chart
                     .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))
                     .map_err(err)?;
@@ -284,9 +324,11 @@ where
         }};
     }
     if log_y {
-        body!(builder
-            .build_cartesian_2d(xs.log_scale(), ys.log_scale())
-            .map_err(err)?);
+        body!(
+            builder
+                .build_cartesian_2d(xs.log_scale(), ys.log_scale())
+                .map_err(err)?
+        );
     } else {
         let lin_x = 0.0..xs.end;
         let lin_y = 0.0..ys.end;

@@ -111,7 +111,10 @@ impl Row {
     }
 
     pub fn metric(&self, name: &str) -> Option<f64> {
-        self.metrics.iter().find(|m| m.name == name).map(|m| m.value)
+        self.metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.value)
     }
 
     fn check(&mut self, ok: bool, note: impl FnOnce() -> String) {
@@ -143,7 +146,10 @@ fn server_name(workload: &str, size: usize, target: Target) -> String {
 }
 
 /// Stops every watcher and collects what each saw (bounded wait).
-async fn collect(shared: &WatchShared, handles: Vec<JoinHandle<WatchOutcome>>) -> Vec<WatchOutcome> {
+async fn collect(
+    shared: &WatchShared,
+    handles: Vec<JoinHandle<WatchOutcome>>,
+) -> Vec<WatchOutcome> {
     shared.stop.cancel();
     let joined = tokio::time::timeout(
         Duration::from_secs(60),
@@ -156,7 +162,10 @@ async fn collect(shared: &WatchShared, handles: Vec<JoinHandle<WatchOutcome>>) -
     }
 }
 
-fn progress_of(shared: &Arc<WatchShared>, f: fn(&WatchShared) -> usize) -> impl Fn() -> usize + Send + 'static {
+fn progress_of(
+    shared: &Arc<WatchShared>,
+    f: fn(&WatchShared) -> usize,
+) -> impl Fn() -> usize + Send + 'static {
     let shared = shared.clone();
     move || f(&shared)
 }
@@ -167,7 +176,11 @@ fn ready_or_failed(s: &WatchShared) -> usize {
 
 /// Waits until every watcher has its snapshot (or failed).
 async fn await_snapshots(shared: &Arc<WatchShared>, total: usize, deadline: Instant, label: &str) {
-    let p = Progress::start(format!("{label} snapshots"), total, progress_of(shared, |s| s.ready.load(Ordering::Relaxed)));
+    let p = Progress::start(
+        format!("{label} snapshots"),
+        total,
+        progress_of(shared, |s| s.ready.load(Ordering::Relaxed)),
+    );
     wait_for(deadline, total, progress_of(shared, ready_or_failed)).await;
     p.finish();
 }
@@ -196,10 +209,19 @@ async fn w1_inner(ctx: &Ctx, server: &Cluster, target: Target, j: usize) -> Resu
     }
     let connections: usize = watch.iter().map(Vec::len).sum();
     let ids = ctx.alloc(j);
-    let (failed, first) =
-        create_jobs(&rpc[0], &ctx.service, &ids, |id| format!("w{id}"), k.in_flight, &label).await;
+    let (failed, first) = create_jobs(
+        &rpc[0],
+        &ctx.service,
+        &ids,
+        |id| format!("w{id}"),
+        k.in_flight,
+        &label,
+    )
+    .await;
     if failed > 0 {
-        return Err(format!("{label}: {failed} CreateJob calls failed, first: {first:?}"));
+        return Err(format!(
+            "{label}: {failed} CreateJob calls failed, first: {first:?}"
+        ));
     }
     let mut clients = Vec::with_capacity(j);
     let mut workers = Vec::with_capacity(j);
@@ -310,7 +332,11 @@ async fn w1_inner(ctx: &Ctx, server: &Cluster, target: Target, j: usize) -> Resu
             first_rpc_error = Some("the flows did not finish within the phase time-out".into());
         }
     }
-    let p = Progress::start(format!("{label} watchers done"), ready, progress_of(&shared, |s| s.done.load(Ordering::Relaxed)));
+    let p = Progress::start(
+        format!("{label} watchers done"),
+        ready,
+        progress_of(&shared, |s| s.done.load(Ordering::Relaxed)),
+    );
     let mid_failures = {
         let shared = shared.clone();
         move || {
@@ -337,14 +363,17 @@ async fn w1_inner(ctx: &Ctx, server: &Cluster, target: Target, j: usize) -> Resu
             last = last.max(at);
             match revision {
                 2 | 3 => {
-                    let start = starts[2 * (o.index / 2) + (revision as usize - 2)].load(Ordering::Relaxed);
+                    let start =
+                        starts[2 * (o.index / 2) + (revision as usize - 2)].load(Ordering::Relaxed);
                     record_ns(&mut hist, at.saturating_sub(start));
                 }
                 _ => unexpected += 1,
             }
         }
     }
-    let wall = Duration::from_nanos(last.saturating_sub(t0)).as_secs_f64().max(1e-9);
+    let wall = Duration::from_nanos(last.saturating_sub(t0))
+        .as_secs_f64()
+        .max(1e-9);
     let delivery = summarize(&hist);
     let unary = summarize(&rpc_hist);
     let expected = 4 * j as u64;
@@ -367,12 +396,20 @@ async fn w1_inner(ctx: &Ctx, server: &Cluster, target: Target, j: usize) -> Resu
     row.put_opt("server_cpu", "s", cpu_delta(cpu_before, cpu_after));
     row.put_opt("server_rss_before", "MiB", mib(rss_before));
     row.put_opt("server_rss_after", "MiB", mib(rss_after));
-    row.check(received == expected, || format!("events: expected {expected}, received {received}"));
+    row.check(received == expected, || {
+        format!("events: expected {expected}, received {received}")
+    });
     row.check(duplicates == 0, || format!("{duplicates} duplicate events"));
     row.check(gaps == 0, || format!("{gaps} revision gaps"));
-    row.check(unexpected == 0, || format!("{unexpected} events with unexpected revisions"));
-    row.check(rpc_errors == 0, || format!("{rpc_errors} failed flows, first: {first_rpc_error:?}"));
-    row.check(stream_failures == 0, || format!("{stream_failures} watch streams failed, first: {first_error:?}"));
+    row.check(unexpected == 0, || {
+        format!("{unexpected} events with unexpected revisions")
+    });
+    row.check(rpc_errors == 0, || {
+        format!("{rpc_errors} failed flows, first: {first_rpc_error:?}")
+    });
+    row.check(stream_failures == 0, || {
+        format!("{stream_failures} watch streams failed, first: {first_error:?}")
+    });
     Ok(row)
 }
 
@@ -392,7 +429,8 @@ async fn w2_inner(ctx: &Ctx, server: &Server, target: Target, w: usize) -> Resul
     let watch = connect_many(server.addr, k.connections).await?;
     let ids = ctx.alloc(1);
     let job_id = ids[0];
-    let (failed, first) = create_jobs(&rpc, &ctx.service, &ids, |id| format!("w{id}"), 1, &label).await;
+    let (failed, first) =
+        create_jobs(&rpc, &ctx.service, &ids, |id| format!("w{id}"), 1, &label).await;
     if failed > 0 {
         return Err(format!("{label}: CreateJob failed: {first:?}"));
     }
@@ -434,10 +472,17 @@ async fn w2_inner(ctx: &Ctx, server: &Server, target: Target, w: usize) -> Resul
         Ok(Err(s)) => Some(format!("MarkComplete: {s}")),
         Err(_) => Some("MarkComplete timed out".to_owned()),
     };
-    let p = Progress::start(format!("{label} delivered"), ready, progress_of(&shared, |s| s.done.load(Ordering::Relaxed)));
+    let p = Progress::start(
+        format!("{label} delivered"),
+        ready,
+        progress_of(&shared, |s| s.done.load(Ordering::Relaxed)),
+    );
     wait_for(deadline, ready, {
         let shared = shared.clone();
-        move || shared.done.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) - open_failures
+        move || {
+            shared.done.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed)
+                - open_failures
+        }
     })
     .await;
     p.finish();
@@ -479,7 +524,9 @@ async fn w2_inner(ctx: &Ctx, server: &Server, target: Target, w: usize) -> Resul
     row.check(duplicates == 0, || format!("{duplicates} duplicates"));
     row.check(gaps == 0, || format!("{gaps} gaps or extra events"));
     row.check(rpc_error.is_none(), || format!("{rpc_error:?}"));
-    row.check(stream_failures == 0, || format!("{stream_failures} watch streams failed, first: {first_error:?}"));
+    row.check(stream_failures == 0, || {
+        format!("{stream_failures} watch streams failed, first: {first_error:?}")
+    });
     Ok(row)
 }
 
@@ -540,14 +587,27 @@ async fn w3_inner(
     let label = format!("{} {}", mode.workload(), target.name());
     let rpc = connect_many(server.addr, k.rpc_connections).await?;
     let ids = ctx.alloc(max.div_ceil(2).max(1));
-    let (failed, first) =
-        create_jobs(&rpc, &ctx.service, &ids, |id| format!("w{id}"), k.in_flight, &label).await;
+    let (failed, first) = create_jobs(
+        &rpc,
+        &ctx.service,
+        &ids,
+        |id| format!("w{id}"),
+        k.in_flight,
+        &label,
+    )
+    .await;
     if failed > 0 {
-        return Err(format!("{label}: {failed} CreateJob calls failed, first: {first:?}"));
+        return Err(format!(
+            "{label}: {failed} CreateJob calls failed, first: {first:?}"
+        ));
     }
     let shared_conns: Vec<Channel> = match mode {
         W3Mode::Mux => {
-            connect_many(server.addr, max.div_ceil(k.w3_streams_per_connection.max(1))).await?
+            connect_many(
+                server.addr,
+                max.div_ceil(k.w3_streams_per_connection.max(1)),
+            )
+            .await?
         }
         W3Mode::Conn => Vec::new(),
     };
@@ -579,7 +639,11 @@ async fn w3_inner(
             });
         }
         let deadline = Instant::now() + k.phase_timeout;
-        let p = Progress::start(format!("{label} open streams"), size, progress_of(&shared, |s| s.ready.load(Ordering::Relaxed)));
+        let p = Progress::start(
+            format!("{label} open streams"),
+            size,
+            progress_of(&shared, |s| s.ready.load(Ordering::Relaxed)),
+        );
         // Sample RSS about once a second while streams open (bounded by the deadline).
         let mut next_sample = Instant::now() + Duration::from_secs(1);
         while Instant::now() < deadline && ready_or_failed(&shared) < size {
@@ -600,7 +664,8 @@ async fn w3_inner(
             tokio::time::sleep(Duration::from_secs(1)).await;
             sample(server, &shared, &mut curve).await;
         }
-        let still_open = shared.ready.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) - errors;
+        let still_open =
+            shared.ready.load(Ordering::Relaxed) + shared.failed.load(Ordering::Relaxed) - errors;
         let errors_after_hold = shared.failed.load(Ordering::Relaxed);
         let rss_after = server.rss_kib();
         let mut row = Row::new(mode.workload(), size, target);
@@ -639,7 +704,9 @@ async fn w3_inner(
                 shared.first_error()
             )
         });
-        row.check(ready == size, || format!("{ready} of {size} streams opened"));
+        row.check(ready == size, || {
+            format!("{ready} of {size} streams opened")
+        });
         let stop = !row.ok;
         rows.push(row);
         if stop {
@@ -666,9 +733,19 @@ async fn w4_inner(ctx: &Ctx, server: &Server, target: Target) -> Result<Row, Str
     let label = format!("W4 {}", target.name());
     let rpc = connect_many(server.addr, k.rpc_connections).await?;
     let ids = Arc::new(ctx.alloc(n));
-    let (failed, first) = create_jobs(&rpc, &ctx.service, &ids, |_| "w4-worker".to_owned(), k.in_flight, &label).await;
+    let (failed, first) = create_jobs(
+        &rpc,
+        &ctx.service,
+        &ids,
+        |_| "w4-worker".to_owned(),
+        k.in_flight,
+        &label,
+    )
+    .await;
     if failed > 0 {
-        return Err(format!("{label}: {failed} CreateJob calls failed, first: {first:?}"));
+        return Err(format!(
+            "{label}: {failed} CreateJob calls failed, first: {first:?}"
+        ));
     }
     let worker = ctx.tokens.bearer("w4-worker", TokenKind::User)?;
     let next = Arc::new(AtomicUsize::new(0));
@@ -709,11 +786,13 @@ async fn w4_inner(ctx: &Ctx, server: &Server, target: Target) -> Result<Row, Str
                         }
                         Ok(Err(st)) => {
                             errors += 1;
-                            first_error.get_or_insert_with(|| format!("MarkComplete {job_id}: {st}"));
+                            first_error
+                                .get_or_insert_with(|| format!("MarkComplete {job_id}: {st}"));
                         }
                         Err(_) => {
                             errors += 1;
-                            first_error.get_or_insert_with(|| format!("MarkComplete {job_id} timed out"));
+                            first_error
+                                .get_or_insert_with(|| format!("MarkComplete {job_id} timed out"));
                         }
                     }
                 }
@@ -751,8 +830,12 @@ async fn w4_inner(ctx: &Ctx, server: &Server, target: Target) -> Result<Row, Str
         row.put("server_cpu_per_call", "us", c * 1e6 / ok as f64);
     }
     if next.load(Ordering::Relaxed) >= n {
-        row.notes.push(format!("ran out of the {n} pre-created jobs after {elapsed:.1} s"));
+        row.notes.push(format!(
+            "ran out of the {n} pre-created jobs after {elapsed:.1} s"
+        ));
     }
-    row.check(errors == 0, || format!("{errors} failed calls, first: {first_error:?}"));
+    row.check(errors == 0, || {
+        format!("{errors} failed calls, first: {first_error:?}")
+    });
     Ok(row)
 }

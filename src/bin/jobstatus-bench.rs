@@ -214,10 +214,10 @@ fn machine() -> Machine {
 /// soft limit (and, as root, the hard one); children inherit it.
 fn raise_fd_limit() {
     let want = 262_144;
-    if let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
-        if rlimit::setrlimit(rlimit::Resource::NOFILE, want, want.max(hard)).is_err() {
-            let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, hard.max(soft), hard);
-        }
+    if let Ok((soft, hard)) = rlimit::getrlimit(rlimit::Resource::NOFILE)
+        && rlimit::setrlimit(rlimit::Resource::NOFILE, want, want.max(hard)).is_err()
+    {
+        let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, hard.max(soft), hard);
     }
     if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
         eprintln!("open files limit: {soft}");
@@ -273,7 +273,10 @@ async fn run(mut args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server_bin = args.server_bin.clone().unwrap_or_else(|| self_bin.with_file_name("jobstatus"));
+    let server_bin = args
+        .server_bin
+        .clone()
+        .unwrap_or_else(|| self_bin.with_file_name("jobstatus"));
     let backend = match &args.database_url {
         Some(u) if u.starts_with("postgres") => "postgres",
         _ => "sqlite",
@@ -359,9 +362,8 @@ async fn run(mut args: RunArgs) -> ExitCode {
     let mut keep = |result: Result<Row, String>, rows: &mut Vec<Row>| match result {
         Ok(row) => {
             eprintln!(
-                "  {} {}={} {}: {}",
+                "  {} size={} {}: {}",
                 row.workload,
-                "size",
                 row.size,
                 row.target.name(),
                 if row.ok { "ok" } else { "FAILED" }
@@ -377,7 +379,10 @@ async fn run(mut args: RunArgs) -> ExitCode {
         if !args.workloads.contains(&workload) {
             continue;
         }
-        eprintln!("== {workload:?} ({:.0} s so far)", started.elapsed().as_secs_f64());
+        eprintln!(
+            "== {workload:?} ({:.0} s so far)",
+            started.elapsed().as_secs_f64()
+        );
         match workload {
             Workload::W1 => {
                 for &j in &args.w1_jobs {
@@ -455,16 +460,24 @@ async fn run(mut args: RunArgs) -> ExitCode {
         }
         let latency = out_dir.join(format!("latency-{backend}.svg"));
         let rss = out_dir.join(format!("rss-{backend}.svg"));
-        for (result, path) in [
-            (report::plot_latency(&rows, &latency), &latency),
-            (report::plot_rss(&curves, &rss), &rss),
-        ] {
+        let has_latency = rows
+            .iter()
+            .any(|r| r.workload == "W1" || r.workload == "W2");
+        let plots = [
+            has_latency.then(|| (report::plot_latency(&rows, &latency), &latency)),
+            (!curves.is_empty()).then(|| (report::plot_rss(&curves, &rss), &rss)),
+        ];
+        for (result, path) in plots.into_iter().flatten() {
             if let Err(e) = result {
                 eprintln!("error: {}: {e}", path.display());
                 wrote_ok = false;
             }
         }
-        eprintln!("results: {} (json, svg)", out_dir.display());
+        if args.smoke && args.out.is_none() {
+            eprintln!("results: not kept (pass --out DIR to keep the smoke run's files)");
+        } else {
+            eprintln!("results: {} (json, svg)", out_dir.display());
+        }
     }
     // Remove the temporary databases (and, for --smoke, the outputs too
     // unless --out was given).
@@ -472,7 +485,11 @@ async fn run(mut args: RunArgs) -> ExitCode {
         let _ = std::fs::remove_dir_all(&tmp);
     } else {
         for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
-            if entry.path().extension().is_some_and(|e| e != "svg" && e != "json") {
+            if entry
+                .path()
+                .extension()
+                .is_some_and(|e| e != "svg" && e != "json")
+            {
                 let _ = std::fs::remove_file(entry.path());
             }
         }

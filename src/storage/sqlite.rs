@@ -7,6 +7,7 @@
 //! (snapshots, replays) use a separate pool and never wait for the writer.
 //! Nothing here may hold a connection while events are published.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -250,9 +251,13 @@ async fn commit_batch(
     requests: &[Request],
 ) -> Result<Vec<Result<Outcome, StorageError>>, StorageError> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    // Every statement is a round trip to sqlx's SQLite thread, and those
+    // hand-offs, not SQLite, are what a batch spends its time on: read all
+    // its jobs with one statement, and write each change with one.
+    let mut jobs = load_jobs(&mut tx, requests).await?;
     let mut results = Vec::with_capacity(requests.len());
     for request in requests {
-        match apply(&mut tx, request).await {
+        match apply(&mut tx, &mut jobs, request).await {
             Err(StorageError::Rejected(refusal)) => results.push(Err(refusal.into())),
             Err(err) => return Err(err),
             Ok(outcome) => results.push(Ok(outcome)),
@@ -262,7 +267,35 @@ async fn commit_batch(
     Ok(results)
 }
 
-async fn apply(conn: &mut SqliteConnection, request: &Request) -> Result<Outcome, StorageError> {
+/// The batch's jobs as they stand in its transaction, by id.
+type BatchJobs = HashMap<JobId, Job>;
+
+/// Reads every job `requests` touch, in one statement.
+async fn load_jobs(
+    conn: &mut SqliteConnection,
+    requests: &[Request],
+) -> Result<BatchJobs, StorageError> {
+    let ids: Vec<i64> = requests.iter().map(|r| r.job_id.get()).collect();
+    let ids = serde_json::to_string(&ids)
+        .map_err(|e| StorageError::Internal(format!("cannot list job ids: {e}")))?;
+    sqlx::query_as::<_, JobRow>(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE job_id IN (SELECT value FROM json_each(?))"
+    ))
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .map(|row| Job::try_from(row).map(|job| (job.id, job)))
+    .collect()
+}
+
+async fn apply(
+    conn: &mut SqliteConnection,
+    jobs: &mut BatchJobs,
+    request: &Request,
+) -> Result<Outcome, StorageError> {
     if let Some(request_id) = &request.request_id {
         let earlier: Option<String> = sqlx::query_scalar(
             "SELECT payload FROM job_events WHERE actor_id = ? AND request_id = ?",
@@ -275,20 +308,12 @@ async fn apply(conn: &mut SqliteConnection, request: &Request) -> Result<Outcome
             return Ok(Outcome::Replayed(codec::decode_event(&payload)?));
         }
     }
-    let current = sqlx::query_as::<_, JobRow>(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE job_id = ?"
-    ))
-    .bind(request.job_id.get())
-    .fetch_optional(&mut *conn)
-    .await?
-    .map(Job::try_from)
-    .transpose()?;
-    match decide(current.as_ref(), request, codec::now())? {
+    match decide(jobs.get(&request.job_id), request, codec::now())? {
         Decision::Unchanged(job) => Ok(Outcome::Unchanged(job)),
         Decision::Changed(event) => {
             write_event(conn, &event).await?;
+            // Later changes to this job in the batch start from here.
+            jobs.insert(request.job_id, event.job.clone());
             Ok(Outcome::Changed(event))
         }
     }
@@ -296,9 +321,11 @@ async fn apply(conn: &mut SqliteConnection, request: &Request) -> Result<Outcome
 
 async fn write_event(conn: &mut SqliteConnection, event: &Event) -> Result<(), StorageError> {
     let job = &event.job;
-    // The WHERE makes the upsert a compare-and-set on the revision, so a
-    // history can never fork even if two writers ever raced.
-    let updated = sqlx::query(concat!(
+    // One round trip, two statements. The WHERE makes the upsert a
+    // compare-and-set on the revision, so a history can never fork even if
+    // two writers ever raced; the event row is written only if the upsert
+    // changed the job (`changes() = 1`), so a failed check writes nothing.
+    let written = sqlx::query(concat!(
         "INSERT INTO jobs (",
         job_columns!(),
         ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
@@ -308,7 +335,10 @@ async fn write_event(conn: &mut SqliteConnection, event: &Event) -> Result<(), S
            change_request_reason = excluded.change_request_reason, \
            cancel_reason = excluded.cancel_reason, revision = excluded.revision, \
            updated_at = excluded.updated_at \
-         WHERE jobs.revision = excluded.revision - 1"
+         WHERE jobs.revision = excluded.revision - 1; \
+         INSERT INTO job_events \
+         (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
+         SELECT ?, ?, ?, ?, ?, ?, ?, ? WHERE changes() = 1"
     ))
     .bind(job.id.get())
     .bind(job.client_id.as_str())
@@ -321,19 +351,6 @@ async fn write_event(conn: &mut SqliteConnection, event: &Event) -> Result<(), S
     .bind(job.revision)
     .bind(job.created_at)
     .bind(job.updated_at)
-    .execute(&mut *conn)
-    .await?;
-    if updated.rows_affected() != 1 {
-        return Err(StorageError::Internal(format!(
-            "job {} moved while revision {} was being written",
-            job.id, job.revision
-        )));
-    }
-    sqlx::query(
-        "INSERT INTO job_events \
-         (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )
     .bind(job.id.get())
     .bind(job.revision)
     .bind(event.kind.as_str())
@@ -344,5 +361,11 @@ async fn write_event(conn: &mut SqliteConnection, event: &Event) -> Result<(), S
     .bind(event.at())
     .execute(&mut *conn)
     .await?;
+    if written.rows_affected() != 2 {
+        return Err(StorageError::Internal(format!(
+            "job {} moved while revision {} was being written",
+            job.id, job.revision
+        )));
+    }
     Ok(())
 }
