@@ -214,3 +214,89 @@ async fn grpcurl_lists_and_calls_the_services() {
     assert!(err.contains("PermissionDenied"), "{err}");
     let _ = pb::JobStatus::Open;
 }
+
+/// The real binary, as an operator runs it: `jobstatus token` mints a token
+/// the server accepts, and SIGTERM ends watch streams with the resumable
+/// status and exits 0 after draining.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_and_drains_on_sigterm() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let db = format!("sqlite://{}", dir.path().join("bin.db").display());
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobstatus"))
+        .args(["serve", "--listen", &addr, "--database-url", &db])
+        .env("JOBSTATUS_JWT_SECRET", SECRET)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server starts");
+
+    let mint = |sub: &str, service: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_jobstatus"));
+        cmd.args(["token", "--sub", sub])
+            .env("JOBSTATUS_JWT_SECRET", SECRET);
+        if service {
+            cmd.arg("--service");
+        }
+        let out = cmd.output().expect("token subcommand runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .expect("utf-8")
+            .trim()
+            .to_owned()
+    };
+    let (service, client) = (mint(SERVICE, true), mint(CLIENT, false));
+
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let channel = loop {
+        match endpoint.connect().await {
+            Ok(channel) => break channel,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "server never listened: {e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let mut admin = pb::job_admin_service_client::JobAdminServiceClient::with_interceptor(
+        channel.clone(),
+        Bearer::new(&service),
+    );
+    admin
+        .create_job(pb::CreateJobRequest {
+            job_id: 1,
+            client_id: CLIENT.into(),
+            worker_id: WORKER.into(),
+            request_id: String::new(),
+        })
+        .await
+        .expect("create with a minted service token");
+    let mut c =
+        pb::job_service_client::JobServiceClient::with_interceptor(channel, Bearer::new(&client));
+    let mut w = watch(&mut c, 1, None).await;
+    snapshot(&mut w).await;
+
+    let pid = server.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    assert_status(end(&mut w).await, Code::Unavailable, "after_revision=1");
+    let status = tokio::time::timeout(PATIENCE, server.wait())
+        .await
+        .expect("exits after draining")
+        .expect("wait");
+    assert!(status.success(), "graceful exit, got {status}");
+}
