@@ -15,7 +15,7 @@
 //! taken on per-job revisions, so the order in which events of different
 //! jobs interleave does not matter.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -33,7 +33,8 @@ use crate::jobs::{Jobs, SnapshotReason, instant_at};
 use crate::storage::StorageError;
 
 /// The most jobs one stream lists at start (and on a resync). A user with
-/// more sees the first ones by id, and the others as they change.
+/// more sees the unfinished and most recently updated ones, and the others
+/// as they change; resumed jobs outside the listing are looked up by id.
 pub const MAX_LISTED_JOBS: u32 = 1000;
 
 /// The most entries `after_revisions` may have.
@@ -98,9 +99,16 @@ enum Step {
     Gap,
 }
 
-fn step(tracked: &HashMap<JobId, i64>, user: &UserId, event: &SharedEvent) -> Step {
+fn step(
+    tracked: &HashMap<JobId, i64>,
+    finished: &HashSet<JobId>,
+    user: &UserId,
+    event: &SharedEvent,
+) -> Step {
     let has_role = event.job.role_of(user).is_some();
     match tracked.get(&event.job_id()) {
+        // Its terminal state was sent: nothing can follow it.
+        None if finished.contains(&event.job_id()) => Step::Skip,
         None if has_role => Step::Join,
         None => Step::Skip,
         Some(&last) if event.revision() <= last => Step::Skip,
@@ -135,33 +143,69 @@ impl Jobs {
             // revision.
             let mut subscription = this.hub().users().subscribe(user.as_str());
             let mut tracked: HashMap<JobId, i64> = HashMap::new();
+            // Jobs whose terminal state the caller has: they cannot change
+            // again, so they are neither tracked nor caught up (only their
+            // ids are kept, to skip stale copies of their events).
+            let mut finished: HashSet<JobId> = HashSet::new();
             let mut catch_up: VecDeque<JobId> = VecDeque::new();
 
             let listed = this.store().jobs_of_user(user.as_str(), MAX_LISTED_JOBS).await?;
             let mut resumed: HashMap<JobId, i64> = after;
             for job in listed {
                 let id = job.id;
-                subscription.track(id);
                 match resumed.remove(&id) {
+                    // The caller already has the terminal state.
+                    Some(seen) if seen == job.revision && job.status.is_terminal() => {
+                        finished.insert(id);
+                    }
                     Some(seen) if seen <= job.revision => {
+                        subscription.track(id);
                         tracked.insert(id, seen);
                         if seen < job.revision {
                             catch_up.push_back(id);
                         }
                     }
                     other => {
-                        tracked.insert(id, job.revision);
+                        if job.status.is_terminal() {
+                            finished.insert(id);
+                        } else {
+                            subscription.track(id);
+                            tracked.insert(id, job.revision);
+                        }
                         let reason = if other.is_some() { SnapshotReason::Resync } else { SnapshotReason::Initial };
                         yield MyJobsItem::Snapshot { job, reason };
                     }
                 }
             }
-            // Resumed jobs that are no longer the caller's (or never were):
-            // they leave, and nothing of what happened since is sent.
-            let mut gone: Vec<JobId> = resumed.into_keys().collect();
-            gone.sort_unstable();
-            for job in gone {
-                yield MyJobsItem::Left { job, revision: 0, cause: None };
+            // Resumed jobs outside the listing: the listing is capped, so
+            // look each one up before saying it left. Those that are no
+            // longer the caller's (or never were) leave, and nothing of
+            // what happened since is sent.
+            let mut unlisted: Vec<(JobId, i64)> = resumed.into_iter().collect();
+            unlisted.sort_unstable();
+            for (id, seen) in unlisted {
+                match this.store().get_job(id).await? {
+                    Some(job) if job.role_of(&user).is_some() => {
+                        if seen == job.revision && job.status.is_terminal() {
+                            finished.insert(id);
+                        } else if seen <= job.revision {
+                            subscription.track(id);
+                            tracked.insert(id, seen);
+                            if seen < job.revision {
+                                catch_up.push_back(id);
+                            }
+                        } else {
+                            if job.status.is_terminal() {
+                                finished.insert(id);
+                            } else {
+                                subscription.track(id);
+                                tracked.insert(id, job.revision);
+                            }
+                            yield MyJobsItem::Snapshot { job, reason: SnapshotReason::Resync };
+                        }
+                    }
+                    _ => yield MyJobsItem::Left { job: id, revision: 0, cause: None },
+                }
             }
 
             let heartbeat_every = this.heartbeat();
@@ -175,15 +219,23 @@ impl Jobs {
             loop {
                 // Jobs with missing revisions, from the log.
                 while let Some(id) = catch_up.pop_front() {
+                    // Each read may wait on the database: do not hold a
+                    // shutdown or outlive the token meanwhile.
+                    if this.shutdown_token().is_cancelled() {
+                        Err(MyJobsError::ShuttingDown)?;
+                    }
+                    if Utc::now() >= identity.expires_at {
+                        Err(MyJobsError::App(AppError::Auth(AuthError::Expired)))?;
+                    }
                     let Some(&last) = tracked.get(&id) else { continue };
                     let page = this.store().events_after(id, last, CATCH_UP_PAGE).await?;
                     let more = page.len() == CATCH_UP_PAGE as usize;
                     for event in page {
                         let event = Arc::new(event);
-                        match step(&tracked, &user, &event) {
+                        match step(&tracked, &finished, &user, &event) {
                             Step::Skip | Step::Join => {}
                             Step::Apply => {
-                                tracked.insert(id, event.revision());
+                                settle(&mut tracked, &mut finished, &mut subscription, &event);
                                 yield MyJobsItem::Event(event);
                             }
                             Step::Leave => {
@@ -229,10 +281,10 @@ impl Jobs {
                 // Live events, in the order they arrived.
                 while let Some(event) = pending.pop_front() {
                     let id = event.job_id();
-                    match step(&tracked, &user, &event) {
+                    match step(&tracked, &finished, &user, &event) {
                         Step::Skip => {}
                         Step::Apply => {
-                            tracked.insert(id, event.revision());
+                            settle(&mut tracked, &mut finished, &mut subscription, &event);
                             yield MyJobsItem::Event(event);
                         }
                         Step::Leave => {
@@ -247,8 +299,12 @@ impl Jobs {
                             // state now.
                             let current = this.store().get_job(id).await?;
                             if let Some(job) = current.filter(|j| j.role_of(&user).is_some()) {
-                                tracked.insert(id, job.revision);
-                                subscription.track(id);
+                                if job.status.is_terminal() {
+                                    finished.insert(id);
+                                } else {
+                                    tracked.insert(id, job.revision);
+                                    subscription.track(id);
+                                }
                                 yield MyJobsItem::Snapshot { job, reason: SnapshotReason::Initial };
                             }
                         }
@@ -282,26 +338,68 @@ impl Jobs {
                     Wake::Heartbeat => yield MyJobsItem::Heartbeat { at: Utc::now() },
                     Wake::Received(Ok(event)) => pending.push_back(event),
                     Wake::Received(Err(RecvError::Lagged(_))) => {
-                        // Fell behind: re-list, and read every tracked job's
-                        // log from where the stream is.
+                        // Fell behind: re-list, and read the log only of
+                        // jobs that moved since (listed ahead of the stream),
+                        // or that the listing no longer shows (they may
+                        // have left, or be beyond its cap).
                         tracing::debug!(user = %user, "WatchMyJobs catching up from the store");
                         this.stats().catch_ups.fetch_add(1, Ordering::Relaxed);
                         let listed = this.store().jobs_of_user(user.as_str(), MAX_LISTED_JOBS).await?;
+                        let mut unlisted: HashSet<JobId> = tracked.keys().copied().collect();
                         for job in listed {
-                            if tracked.contains_key(&job.id) {
+                            unlisted.remove(&job.id);
+                            if finished.contains(&job.id) {
                                 continue;
                             }
-                            tracked.insert(job.id, job.revision);
-                            subscription.track(job.id);
-                            yield MyJobsItem::Snapshot { job, reason: SnapshotReason::Initial };
+                            match tracked.get(&job.id) {
+                                Some(&last) => {
+                                    if job.revision > last && !catch_up.contains(&job.id) {
+                                        catch_up.push_back(job.id);
+                                    }
+                                }
+                                None => {
+                                    if job.status.is_terminal() {
+                                        finished.insert(job.id);
+                                    } else {
+                                        tracked.insert(job.id, job.revision);
+                                        subscription.track(job.id);
+                                    }
+                                    yield MyJobsItem::Snapshot { job, reason: SnapshotReason::Initial };
+                                }
+                            }
                         }
-                        catch_up.extend(tracked.keys().copied());
+                        let mut unlisted: Vec<JobId> = unlisted.into_iter().collect();
+                        unlisted.sort_unstable();
+                        for id in unlisted {
+                            if !catch_up.contains(&id) {
+                                catch_up.push_back(id);
+                            }
+                        }
                     }
                     // The topic lives while this subscription does.
                     Wake::Received(Err(RecvError::Closed)) => Err(MyJobsError::ShuttingDown)?,
                 }
             }
         }
+    }
+}
+
+/// Records an applied event. A terminal one is the job's last: the job
+/// stops being tracked (no catch-up reads, no resync) and is remembered as
+/// finished.
+fn settle(
+    tracked: &mut HashMap<JobId, i64>,
+    finished: &mut HashSet<JobId>,
+    subscription: &mut crate::hub::users::UserSubscription,
+    event: &SharedEvent,
+) {
+    let id = event.job_id();
+    if event.job.status.is_terminal() {
+        tracked.remove(&id);
+        subscription.untrack(id);
+        finished.insert(id);
+    } else {
+        tracked.insert(id, event.revision());
     }
 }
 

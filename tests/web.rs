@@ -905,7 +905,10 @@ async fn watch_my_jobs_snapshots_every_job_then_streams_their_events() {
         .unwrap();
     let a = snapshot_of(my_next(&mut worker).await);
     let b = snapshot_of(my_next(&mut worker).await);
-    assert_eq!((a.job_id, b.job_id), (11, 12), "the worker's jobs, by id");
+    // Listed most recently changed first; the order is not the point here.
+    let mut ids = [a.job_id, b.job_id];
+    ids.sort_unstable();
+    assert_eq!(ids, [11, 12], "the worker's jobs");
     let MyKind::Heartbeat(caught_up) = my_next(&mut worker).await else {
         panic!("a heartbeat says the initial snapshots are done")
     };
@@ -914,10 +917,11 @@ async fn watch_my_jobs_snapshots_every_job_then_streams_their_events() {
     let mut client = watch_my_jobs(&channel, &token(CLIENT), HashMap::new())
         .await
         .unwrap();
-    let ids = [
+    let mut ids = [
         snapshot_of(my_next(&mut client).await).job_id,
         snapshot_of(my_next(&mut client).await).job_id,
     ];
+    ids.sort_unstable();
     assert_eq!(ids, [11, 13]);
 
     mark_complete(&channel, 12, WORKER).await;
@@ -1178,5 +1182,66 @@ async fn watch_my_jobs_ends_unauthenticated_when_the_token_expires() {
         }
     };
     assert_eq!(end.code(), Code::Unauthenticated);
+    server.stop().await;
+}
+
+/// A user with more jobs than one listing holds: the listing keeps the
+/// recently changed ones (not the oldest ids), and a resumed job outside
+/// the listing is looked up instead of being declared gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_my_jobs_lists_recent_jobs_and_resumes_jobs_beyond_the_listing() {
+    use futures_util::StreamExt;
+
+    let mut server = spawn(Opts::default()).await;
+    let channel = server.channel().await;
+    let limit = i64::from(jobstatus::my_jobs::MAX_LISTED_JOBS);
+    // The highest id, created first: the last by id, the oldest by time.
+    let late = 5_000;
+    create_job(&channel, late, CLIENT, WORKER).await;
+    futures_util::stream::iter(1..=limit)
+        .map(|id| {
+            let channel = channel.clone();
+            async move { create_job(&channel, id, CLIENT, WORKER).await }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    // Now the most recently changed (and still Alice's).
+    assign(&channel, late, OTHER_WORKER).await;
+
+    let mut alice = watch_my_jobs(&channel, &token(CLIENT), HashMap::new())
+        .await
+        .unwrap();
+    let mut listed = Vec::new();
+    loop {
+        match my_next(&mut alice).await {
+            MyKind::Heartbeat(_) => break,
+            MyKind::Snapshot(s) => listed.push(s.job.unwrap().job_id),
+            other => panic!("expected snapshots, got {other:?}"),
+        }
+    }
+    assert_eq!(listed.len() as i64, limit);
+    assert!(listed.contains(&late), "the recently changed job is listed");
+    drop(alice);
+
+    // Resume every job at revision 1: one of them is beyond the listing,
+    // and none has left.
+    let after: HashMap<i64, i64> = (1..=limit).chain([late]).map(|id| (id, 1)).collect();
+    let mut resumed = watch_my_jobs(&channel, &token(CLIENT), after)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    loop {
+        match my_next(&mut resumed).await {
+            MyKind::Heartbeat(_) => break,
+            MyKind::Event(e) => seen.push(format!("event {} r{}", e.job_id, e.revision)),
+            MyKind::Snapshot(s) => {
+                let job = s.job.unwrap();
+                seen.push(format!("snapshot {} r{}", job.job_id, job.revision));
+            }
+            MyKind::Left(l) => seen.push(format!("left {} r{}", l.job_id, l.revision)),
+        }
+    }
+    assert_eq!(seen, ["event 5000 r2"]);
     server.stop().await;
 }

@@ -3,8 +3,9 @@
 //!
 //! Every committed change sends `pg_notify('jobstatus_events',
 //! '<job_id>:<revision>')` in its own transaction (see
-//! `storage/postgres.rs`). For each notification about a job somebody here
-//! watches, this task reads that event from the log and publishes it. Local
+//! `storage/postgres.rs`). For the notifications about jobs somebody here
+//! watches, this task reads those events from the log (one query per batch
+//! of notifications already received) and publishes them. Local
 //! commits are also published directly by `Jobs::execute`, so local
 //! watchers may get an event twice (or out of order); they dedupe by
 //! revision and fill any gap from the log, so that is harmless.
@@ -21,12 +22,13 @@
 //! between it and the database. It must never write to the database, never
 //! block the hub, and never outlive the shutdown token it is given.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
+use futures_util::FutureExt;
+use sqlx::postgres::{PgListener, PgNotification};
 use tokio_util::sync::CancellationToken;
 
 use super::Hub;
@@ -36,6 +38,12 @@ use crate::storage::{EVENTS_CHANNEL, PostgresStore, StorageError};
 
 /// How many job ids one resynchronisation query names.
 const RESYNC_CHUNK: usize = 1000;
+
+/// The most notifications forwarded with one log read: after one arrives,
+/// those already received are taken too (without waiting), so a burst
+/// costs one query per batch instead of one per change, and the listener
+/// keeps up instead of letting sqlx buffer without bound.
+pub const MAX_BATCH: usize = 512;
 
 /// Reconnect pacing.
 #[derive(Debug, Clone, Copy)]
@@ -56,6 +64,8 @@ pub struct ListenerStats {
     pub breaks: AtomicU64,
     /// Events published because of a notification.
     pub forwarded: AtomicU64,
+    /// Log reads made to forward notified events (one per batch).
+    pub batches: AtomicU64,
     /// Events published by resynchronisations after (re)connecting.
     pub resynced: AtomicU64,
 }
@@ -152,6 +162,12 @@ async fn resync(store: &PostgresStore, hub: &Hub) -> Result<u64, StorageError> {
 }
 
 /// Forwards notified events until the session breaks; returns why.
+///
+/// Waits for one notification, then takes the ones already received (up to
+/// [`MAX_BATCH`]) without waiting, reads all their events with one query
+/// and publishes them in revision order per job. Every distinct revision is
+/// read, not only each job's newest: publishing just the newest would make
+/// every local watcher of the job see a gap and read the log on its own.
 async fn forward(
     listener: &mut PgListener,
     store: &PostgresStore,
@@ -159,34 +175,77 @@ async fn forward(
     stats: &ListenerStats,
 ) -> StorageError {
     loop {
-        let notification = match listener.try_recv().await {
+        let first = match listener.try_recv().await {
             Ok(Some(notification)) => notification,
             Ok(None) => return StorageError::Unavailable("the LISTEN connection was lost".into()),
             Err(err) => return err.into(),
         };
-        let Some((job, revision)) = crate::storage::parse_notification(notification.payload())
-        else {
-            tracing::warn!(
-                payload = notification.payload(),
-                "ignoring a malformed notification"
-            );
-            continue;
-        };
-        // WatchMyJobs streams care about jobs they do not track yet (a job
-        // that becomes the user's), and only the event says whose it is.
-        if !hub.is_watched(job) && !hub.users().has_subscribers() {
-            continue;
-        }
-        match store.events_at(&[(job, revision)]).await {
-            Ok(events) => {
-                for event in events {
-                    hub.publish(Arc::new(event));
-                    stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        // Sorted and deduplicated: `(job, revision)` order is the order
+        // events are published in.
+        let mut wanted: BTreeSet<(JobId, i64)> = BTreeSet::new();
+        note(&first, hub, &mut wanted);
+        let mut taken = 1;
+        let mut broken = None;
+        while taken < MAX_BATCH {
+            // `try_recv` is cancel-safe: a message only partly received
+            // stays buffered for the next call.
+            match listener.try_recv().now_or_never() {
+                None => break,
+                Some(Ok(Some(notification))) => {
+                    note(&notification, hub, &mut wanted);
+                    taken += 1;
+                }
+                Some(Ok(None)) => {
+                    broken = Some(StorageError::Unavailable(
+                        "the LISTEN connection was lost".into(),
+                    ));
+                    break;
+                }
+                Some(Err(err)) => {
+                    broken = Some(err.into());
+                    break;
                 }
             }
-            // The event is committed but we could not read it: treat it as
-            // a lost notification, which the next session's resync covers.
-            Err(err) => return err,
+        }
+        if !wanted.is_empty() {
+            let pairs: Vec<(JobId, i64)> = wanted.into_iter().collect();
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            match store.events_at(&pairs).await {
+                Ok(events) => {
+                    // `events_at` orders by job, then revision.
+                    for event in events {
+                        hub.publish(Arc::new(event));
+                        stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                // The events are committed but we could not read them: treat
+                // them as lost notifications, which the next session's
+                // resync covers.
+                Err(err) => return err,
+            }
+        }
+        // Publish what was received before the break, then report it (the
+        // next session's resync covers the rest).
+        if let Some(err) = broken {
+            return err;
         }
     }
+}
+
+/// Adds a notification's `(job, revision)` to `wanted` if a local stream
+/// may care about it.
+fn note(notification: &PgNotification, hub: &Hub, wanted: &mut BTreeSet<(JobId, i64)>) {
+    let Some((job, revision)) = crate::storage::parse_notification(notification.payload()) else {
+        tracing::warn!(
+            payload = notification.payload(),
+            "ignoring a malformed notification"
+        );
+        return;
+    };
+    // WatchMyJobs streams care about jobs they do not track yet (a job
+    // that becomes the user's), and only the event says whose it is.
+    if !hub.is_watched(job) && !hub.users().has_subscribers() {
+        return;
+    }
+    wanted.insert((job, revision));
 }

@@ -143,13 +143,16 @@ impl PostgresStore {
         payloads.iter().map(|p| codec::decode_event(p)).collect()
     }
 
-    /// Jobs where `user` is the client or the assigned worker, by id.
+    /// Jobs where `user` is the client or the assigned worker: unfinished
+    /// ones first, then the most recently updated (so a `limit` keeps the
+    /// jobs a user is likely to care about).
     pub async fn jobs_of_user(&self, user: &str, limit: u32) -> Result<Vec<Job>, StorageError> {
         let mut conn = self.acquire().await?;
         sqlx::query_as::<_, JobRow>(concat!(
             "SELECT ",
             job_columns!(),
-            " FROM jobs WHERE client_id = $1 OR worker_id = $1 ORDER BY job_id LIMIT $2"
+            " FROM jobs WHERE client_id = $1 OR worker_id = $1 \
+             ORDER BY (status IN ('completed', 'cancelled')), updated_at DESC, job_id LIMIT $2"
         ))
         .bind(user)
         .bind(i64::from(limit))

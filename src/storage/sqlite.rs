@@ -147,12 +147,14 @@ impl SqliteStore {
         payloads.iter().map(|p| codec::decode_event(p)).collect()
     }
 
-    /// Jobs where `user` is the client or the assigned worker, by id.
+    /// Jobs where `user` is the client or the assigned worker: unfinished
+    /// first, then most recently updated.
     pub async fn jobs_of_user(&self, user: &str, limit: u32) -> Result<Vec<Job>, StorageError> {
         sqlx::query_as::<_, JobRow>(concat!(
             "SELECT ",
             job_columns!(),
-            " FROM jobs WHERE client_id = ?1 OR worker_id = ?1 ORDER BY job_id LIMIT ?2"
+            " FROM jobs WHERE client_id = ?1 OR worker_id = ?1 \
+             ORDER BY (status IN ('completed', 'cancelled')), updated_at DESC, job_id LIMIT ?2"
         ))
         .bind(user)
         .bind(i64::from(limit))

@@ -590,3 +590,42 @@ async fn a_watch_resumes_on_another_replica_when_its_replica_goes_away() {
     step(&b, 1, 3).await;
     expect_exactly(&mut on_b, 5, 5).await;
 }
+
+/// A burst of notifications costs one log read per batch, not one per
+/// notification: those already received are taken together and each
+/// (job, revision) is read and published once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_notifications_is_read_in_batches() {
+    if !postgres_available("a_burst_of_notifications_is_read_in_batches").await {
+        return;
+    }
+    let app = TestApp::spawn_with(Backend::Postgres, options()).await;
+    app.create_job(1).await;
+    let _watch = watcher(&app, CLIENT, 1, 1).await;
+    // Let the creation's own notification be forwarded first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = app.listener.forwarded.load(Ordering::Relaxed);
+
+    // 300 notifications of revision 1 in one statement, delivered together
+    // at commit (zero-padded: PostgreSQL folds identical payloads).
+    let mut conn = app.db.pg().connect().await;
+    sqlx::query(
+        "SELECT pg_notify('jobstatus_events', '1:' || lpad('1', g, '0')) \
+         FROM generate_series(1, 300) AS g",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("notify");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while app.listener.forwarded.load(Ordering::Relaxed) == before {
+        assert!(tokio::time::Instant::now() < deadline, "never forwarded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Time to forward the rest, one by one, had they been.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let forwarded = app.listener.forwarded.load(Ordering::Relaxed) - before;
+    assert!(
+        forwarded <= 30,
+        "300 notifications of one revision were read {forwarded} times"
+    );
+}

@@ -26,6 +26,7 @@ crate::backend_tests!(
     disconnect_frees_the_topic,
     a_worker_assigned_later_may_replay_the_whole_log,
     resuming_a_finished_job_at_its_last_revision_ends_cleanly,
+    watch_my_jobs_stops_tracking_a_job_once_its_terminal_event_is_sent,
 );
 
 /// Drives job `id` through `n` transitions (alternating MarkComplete and
@@ -385,4 +386,63 @@ async fn resuming_a_finished_job_at_its_last_revision_ends_cleanly(backend: Back
     end(&mut w)
         .await
         .expect("nothing more can happen: a clean end");
+}
+
+/// A finished job cannot change again: once WatchMyJobs has sent its
+/// terminal event it no longer tracks it (no catch-up reads on lag, no
+/// resynchronisation), while the caller keeps it.
+async fn watch_my_jobs_stops_tracking_a_job_once_its_terminal_event_is_sent(backend: Backend) {
+    use jobstatus::domain::JobId;
+    use jobstatus::grpc::pb::watch_my_jobs_response::Kind as MyKind;
+
+    let app = TestApp::spawn(backend).await;
+    app.create_job(1).await;
+    app.create_job(2).await;
+    let mut stream = app
+        .client(CLIENT)
+        .await
+        .watch_my_jobs(pb::WatchMyJobsRequest::default())
+        .await
+        .expect("WatchMyJobs opens")
+        .into_inner();
+    let mut next_kind = async || {
+        tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("in time")
+            .expect("a message")
+            .expect("the stream goes on")
+            .kind
+            .expect("a kind")
+    };
+    let mut snapshots = 0;
+    while !matches!(next_kind().await, MyKind::Heartbeat(_)) {
+        snapshots += 1;
+    }
+    assert_eq!(snapshots, 2);
+    let (one, two) = (
+        JobId::new(1).expect("job ids"),
+        JobId::new(2).expect("job ids"),
+    );
+    let tracked = app.jobs.hub().users().watched().1;
+    assert!(tracked.contains(&one) && tracked.contains(&two));
+
+    app.admin()
+        .await
+        .cancel_job(pb::CancelJobRequest {
+            job_id: 1,
+            reason: "no longer needed".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("cancel");
+    loop {
+        match next_kind().await {
+            MyKind::Event(e) if e.job_id == 1 => break,
+            MyKind::Heartbeat(_) => {}
+            other => panic!("expected the cancellation, got {other:?}"),
+        }
+    }
+    let tracked = app.jobs.hub().users().watched().1;
+    assert!(!tracked.contains(&one), "a cancelled job is not tracked");
+    assert!(tracked.contains(&two), "an open job still is");
 }
