@@ -67,20 +67,19 @@ pub async fn serve(
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let probe = health::spawn_probe(reporter, jobs.clone(), options.health_interval).await;
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| {
-            tracing::error!(error = %e, "reflection v1 could not be built");
-        });
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| {
-            tracing::error!(error = %e, "reflection v1alpha could not be built");
-        });
+    // Both reflection versions serve the same descriptors: v1alpha is what
+    // older grpcurl releases speak.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(|e| {
+        tracing::error!(error = %e, "reflection v1 could not be built");
+    });
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(|e| {
+        tracing::error!(error = %e, "reflection v1alpha could not be built");
+    });
 
     let job_service = JobServiceServer::with_interceptor(
         JobServiceImpl::new(jobs.clone()),
