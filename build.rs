@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Smaller per-call buffers than tonic's default (see src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::Codec")
         .compile_fds(fds)?;
     Ok(())
 }

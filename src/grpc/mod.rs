@@ -5,6 +5,7 @@
 //! in clear text or TLS ([`tls`]).
 
 mod auth;
+mod codec;
 mod convert;
 mod health;
 pub mod pb;
