@@ -115,7 +115,10 @@ pub struct ServeArgs {
     #[arg(long, env = "JOBSTATUS_LISTENER_BACKOFF_MAX_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub listener_backoff_max_ms: u64,
     /// Events a watcher may fall behind before it is caught up from the log.
-    #[arg(long, env = "JOBSTATUS_WATCH_BUFFER", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    // 16 covers a job's whole life (a handful of events) at ~0.5 KiB per
+    // watched job; 256 cost 8 KiB per job, and a watcher that does fall
+    // behind loses nothing: it is caught up from the log.
+    #[arg(long, env = "JOBSTATUS_WATCH_BUFFER", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub watch_buffer: u64,
     /// HTTP/2 streams per connection (each watch is one).
     #[arg(long, env = "JOBSTATUS_MAX_STREAMS", default_value_t = 10_000)]
