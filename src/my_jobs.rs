@@ -23,13 +23,12 @@ use async_stream::try_stream;
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::auth::{AuthError, Identity};
 use crate::domain::{Caller, DomainError, EventKind, Job, JobId, UserId};
 use crate::error::AppError;
 use crate::hub::SharedEvent;
-use crate::jobs::{Jobs, SnapshotReason, instant_at};
+use crate::jobs::{Deadline, Deadlines, Jobs, SnapshotReason};
 use crate::storage::StorageError;
 
 /// The most jobs one stream lists at start (and on a resync). A user with
@@ -46,8 +45,9 @@ const CATCH_UP_PAGE: u32 = 256;
 /// One message on a WatchMyJobs stream.
 #[derive(Debug, Clone)]
 pub enum MyJobsItem {
+    /// Boxed, as in [`WatchItem`](crate::jobs::WatchItem).
     Snapshot {
-        job: Job,
+        job: Box<Job>,
         reason: SnapshotReason,
     },
     Event(SharedEvent),
@@ -123,6 +123,12 @@ fn step(
     }
 }
 
+/// A job by id, boxed: a stream's state is sized for its largest moment,
+/// and it must not hold a job inline.
+async fn job_boxed(jobs: &Jobs, id: JobId) -> Result<Option<Box<Job>>, StorageError> {
+    Ok(jobs.store().get_job(id).await?.map(Box::new))
+}
+
 impl Jobs {
     /// The WatchMyJobs stream for `identity`; `after` maps job ids to the
     /// last revision the caller applied. It ends with an error on shutdown
@@ -133,6 +139,8 @@ impl Jobs {
         after: HashMap<JobId, i64>,
     ) -> impl Stream<Item = Result<MyJobsItem, MyJobsError>> + Send + 'static {
         let this = self.clone();
+        // Store futures are boxed below, as in `Jobs::watch`: inline, they
+        // made every idle stream's state 5 KB.
         try_stream! {
             let Caller::User(user) = identity.caller.clone() else {
                 Err(MyJobsError::NotAUser)?;
@@ -149,7 +157,7 @@ impl Jobs {
             let mut finished: HashSet<JobId> = HashSet::new();
             let mut catch_up: VecDeque<JobId> = VecDeque::new();
 
-            let listed = this.store().jobs_of_user(user.as_str(), MAX_LISTED_JOBS).await?;
+            let listed = Box::pin(this.store().jobs_of_user(user.as_str(), MAX_LISTED_JOBS)).await?;
             let mut resumed: HashMap<JobId, i64> = after;
             for job in listed {
                 let id = job.id;
@@ -173,7 +181,7 @@ impl Jobs {
                             tracked.insert(id, job.revision);
                         }
                         let reason = if other.is_some() { SnapshotReason::Resync } else { SnapshotReason::Initial };
-                        yield MyJobsItem::Snapshot { job, reason };
+                        yield MyJobsItem::Snapshot { job: Box::new(job), reason };
                     }
                 }
             }
@@ -184,7 +192,7 @@ impl Jobs {
             let mut unlisted: Vec<(JobId, i64)> = resumed.into_iter().collect();
             unlisted.sort_unstable();
             for (id, seen) in unlisted {
-                match this.store().get_job(id).await? {
+                match Box::pin(job_boxed(&this, id)).await? {
                     Some(job) if job.role_of(&user).is_some() => {
                         if seen == job.revision && job.status.is_terminal() {
                             finished.insert(id);
@@ -208,11 +216,9 @@ impl Jobs {
                 }
             }
 
-            let heartbeat_every = this.heartbeat();
-            let expiry = tokio::time::sleep_until(instant_at(identity.expires_at));
-            tokio::pin!(expiry);
-            let mut heartbeat = tokio::time::interval_at(Instant::now() + heartbeat_every, heartbeat_every);
-            heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut deadlines = Deadlines::new(identity.expires_at, this.heartbeat());
+            let timer = tokio::time::sleep_until(deadlines.next());
+            tokio::pin!(timer);
             let mut announce_caught_up = true;
             let mut pending: VecDeque<SharedEvent> = VecDeque::new();
 
@@ -228,7 +234,7 @@ impl Jobs {
                         Err(MyJobsError::App(AppError::Auth(AuthError::Expired)))?;
                     }
                     let Some(&last) = tracked.get(&id) else { continue };
-                    let page = this.store().events_after(id, last, CATCH_UP_PAGE).await?;
+                    let page = Box::pin(this.store().events_after(id, last, CATCH_UP_PAGE)).await?;
                     let more = page.len() == CATCH_UP_PAGE as usize;
                     for event in page {
                         let event = Arc::new(event);
@@ -242,7 +248,7 @@ impl Jobs {
                                 // The log says the caller lost the job. If
                                 // it has it again by now (reassigned back),
                                 // start the job over instead of leaving.
-                                match this.store().get_job(id).await? {
+                                match Box::pin(job_boxed(&this, id)).await? {
                                     Some(job) if job.role_of(&user).is_some() => {
                                         tracked.insert(id, job.revision);
                                         yield MyJobsItem::Snapshot { job, reason: SnapshotReason::Resync };
@@ -257,7 +263,7 @@ impl Jobs {
                             }
                             Step::Gap => {
                                 // The log itself has a hole: start the job over.
-                                match this.store().get_job(id).await? {
+                                match Box::pin(job_boxed(&this, id)).await? {
                                     Some(job) if job.role_of(&user).is_some() => {
                                         tracked.insert(id, job.revision);
                                         yield MyJobsItem::Snapshot { job, reason: SnapshotReason::Resync };
@@ -297,7 +303,7 @@ impl Jobs {
                             // re-published by the PostgreSQL listener): join
                             // only if the job is the caller's now, with its
                             // state now.
-                            let current = this.store().get_job(id).await?;
+                            let current = Box::pin(job_boxed(&this, id)).await?;
                             if let Some(job) = current.filter(|j| j.role_of(&user).is_some()) {
                                 if job.status.is_terminal() {
                                     finished.insert(id);
@@ -315,7 +321,7 @@ impl Jobs {
                             }
                         }
                     }
-                    heartbeat.reset();
+                    deadlines.heartbeat_sent(this.heartbeat(), timer.as_mut());
                 }
                 if !catch_up.is_empty() {
                     continue;
@@ -323,19 +329,20 @@ impl Jobs {
                 if announce_caught_up {
                     announce_caught_up = false;
                     yield MyJobsItem::Heartbeat { at: Utc::now() };
-                    heartbeat.reset();
+                    deadlines.heartbeat_sent(this.heartbeat(), timer.as_mut());
                 }
                 let wake = tokio::select! {
                     biased;
                     () = this.shutdown_token().cancelled() => Wake::Shutdown,
-                    () = &mut expiry => Wake::Expired,
+                    () = &mut timer => Wake::Timer,
                     received = subscription.recv() => Wake::Received(received),
-                    _ = heartbeat.tick() => Wake::Heartbeat,
                 };
                 match wake {
                     Wake::Shutdown => Err(MyJobsError::ShuttingDown)?,
-                    Wake::Expired => Err(MyJobsError::App(AppError::Auth(AuthError::Expired)))?,
-                    Wake::Heartbeat => yield MyJobsItem::Heartbeat { at: Utc::now() },
+                    Wake::Timer => match deadlines.fired(this.heartbeat(), timer.as_mut()) {
+                        Deadline::Expired => Err(MyJobsError::App(AppError::Auth(AuthError::Expired)))?,
+                        Deadline::Heartbeat => yield MyJobsItem::Heartbeat { at: Utc::now() },
+                    },
                     Wake::Received(Ok(event)) => pending.push_back(event),
                     Wake::Received(Err(RecvError::Lagged(_))) => {
                         // Fell behind: re-list, and read the log only of
@@ -344,7 +351,7 @@ impl Jobs {
                         // have left, or be beyond its cap).
                         tracing::debug!(user = %user, "WatchMyJobs catching up from the store");
                         this.stats().catch_ups.fetch_add(1, Ordering::Relaxed);
-                        let listed = this.store().jobs_of_user(user.as_str(), MAX_LISTED_JOBS).await?;
+                        let listed = Box::pin(this.store().jobs_of_user(user.as_str(), MAX_LISTED_JOBS)).await?;
                         let mut unlisted: HashSet<JobId> = tracked.keys().copied().collect();
                         for job in listed {
                             unlisted.remove(&job.id);
@@ -364,7 +371,7 @@ impl Jobs {
                                         tracked.insert(job.id, job.revision);
                                         subscription.track(job.id);
                                     }
-                                    yield MyJobsItem::Snapshot { job, reason: SnapshotReason::Initial };
+                                    yield MyJobsItem::Snapshot { job: Box::new(job), reason: SnapshotReason::Initial };
                                 }
                             }
                         }
@@ -405,9 +412,8 @@ fn settle(
 
 enum Wake {
     Shutdown,
-    Expired,
+    Timer,
     Received(Result<SharedEvent, RecvError>),
-    Heartbeat,
 }
 
 /// Validates a resume map from the wire.
