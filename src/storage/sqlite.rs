@@ -223,6 +223,7 @@ async fn run_writer(
         if requests.is_empty() {
             continue;
         }
+        let started = std::time::Instant::now();
         let results = match commit_batch(&mut conn, &requests).await {
             Ok(results) => results,
             Err(err) => {
@@ -230,6 +231,12 @@ async fn run_writer(
                 vec![Err(err); requests.len()]
             }
         };
+        // How full and how slow batches are: what bounds write throughput.
+        tracing::debug!(
+            changes = requests.len(),
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "batch committed"
+        );
         for (reply, result) in replies.into_iter().zip(results) {
             // The caller may have gone (cancelled RPC); the change stands.
             let _ = reply.send(result);
