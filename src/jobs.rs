@@ -247,7 +247,7 @@ impl Jobs {
                     last = event.revision();
                     let terminal = event.job.status.is_terminal();
                     yield WatchItem::Event(event);
-                    deadlines.heartbeat_sent(this.inner.heartbeat, timer.as_mut());
+                    deadlines.heartbeat_sent(this.inner.heartbeat);
                     if terminal {
                         return;
                     }
@@ -263,7 +263,7 @@ impl Jobs {
                     // client knows it is live even if nothing happens.
                     announce_caught_up = false;
                     yield WatchItem::Heartbeat { revision: last, at: Utc::now() };
-                    deadlines.heartbeat_sent(this.inner.heartbeat, timer.as_mut());
+                    deadlines.heartbeat_sent(this.inner.heartbeat);
                 }
                 let wake = tokio::select! {
                     biased;
@@ -274,8 +274,9 @@ impl Jobs {
                 match wake {
                     Wake::Shutdown => Err(AppError::ShuttingDown { job: id, revision: last })?,
                     Wake::Timer => match deadlines.fired(this.inner.heartbeat, timer.as_mut()) {
-                        Deadline::Expired => Err(AppError::Auth(crate::auth::AuthError::Expired))?,
-                        Deadline::Heartbeat => yield WatchItem::Heartbeat { revision: last, at: Utc::now() },
+                        Some(Deadline::Expired) => Err(AppError::Auth(crate::auth::AuthError::Expired))?,
+                        Some(Deadline::Heartbeat) => yield WatchItem::Heartbeat { revision: last, at: Utc::now() },
+                        None => {}
                     },
                     Wake::Received(Ok(event)) if event.revision() <= last => {}
                     Wake::Received(Ok(event)) if event.revision() == last + 1 => pending.push_back(event),
@@ -332,20 +333,27 @@ impl Deadlines {
     }
 
     /// Something was just sent: the next heartbeat is a full period
-    /// (`every`) away.
-    pub(crate) fn heartbeat_sent(&mut self, every: Duration, timer: Pin<&mut Sleep>) {
+    /// (`every`) away. The timer is left alone (it fires early and is
+    /// re-armed then): resetting it would take the runtime's timer lock once
+    /// per watcher per event, which is the hot path of a fan-out.
+    pub(crate) fn heartbeat_sent(&mut self, every: Duration) {
         self.next_heartbeat = Instant::now() + every;
-        timer.reset(self.next());
     }
 
-    /// The timer fired: the token expired, or a heartbeat is due (and the
-    /// timer is set for the one after).
-    pub(crate) fn fired(&mut self, every: Duration, timer: Pin<&mut Sleep>) -> Deadline {
-        if Instant::now() >= self.expires {
-            return Deadline::Expired;
+    /// The timer fired: the token expired, a heartbeat is due (and the
+    /// timer is set for the one after), or neither yet (something was sent
+    /// since it was set) and it is set again.
+    pub(crate) fn fired(&mut self, every: Duration, timer: Pin<&mut Sleep>) -> Option<Deadline> {
+        let now = Instant::now();
+        if now >= self.expires {
+            return Some(Deadline::Expired);
         }
-        self.heartbeat_sent(every, timer);
-        Deadline::Heartbeat
+        let due = now >= self.next_heartbeat;
+        if due {
+            self.next_heartbeat = now + every;
+        }
+        timer.reset(self.next());
+        due.then_some(Deadline::Heartbeat)
     }
 }
 
@@ -363,6 +371,37 @@ mod tests {
 
     use crate::domain::ServiceId;
     use crate::storage::StoreOptions;
+
+    /// One timer serves both deadlines: it fires early after something was
+    /// sent (nothing is due, and it is re-armed for the moved heartbeat),
+    /// and expiry wins over a heartbeat that is due at the same time.
+    #[tokio::test]
+    async fn deadlines_share_one_timer() {
+        let hour = Duration::from_secs(3600);
+        let later = Utc::now() + chrono::Duration::hours(2);
+
+        let mut deadlines = Deadlines::new(later, Duration::ZERO);
+        let timer = tokio::time::sleep_until(deadlines.next());
+        tokio::pin!(timer);
+        // With a zero period a heartbeat is always due.
+        assert_eq!(
+            deadlines.fired(Duration::ZERO, timer.as_mut()),
+            Some(Deadline::Heartbeat)
+        );
+
+        // Something was sent: the heartbeat moved an hour away, so the
+        // timer (set for the old one) finds nothing due and is re-armed.
+        deadlines.heartbeat_sent(hour);
+        assert_eq!(deadlines.fired(hour, timer.as_mut()), None);
+        assert_eq!(timer.deadline(), deadlines.next());
+        assert!(deadlines.next() > Instant::now() + Duration::from_secs(3500));
+
+        let mut expired = Deadlines::new(Utc::now() - chrono::Duration::seconds(1), Duration::ZERO);
+        assert_eq!(
+            expired.fired(Duration::ZERO, timer.as_mut()),
+            Some(Deadline::Expired)
+        );
+    }
 
     /// The server holds more idle watch streams than anything else, and a
     /// stream's state is sized for its largest moment, so it must not

@@ -321,7 +321,7 @@ impl Jobs {
                             }
                         }
                     }
-                    deadlines.heartbeat_sent(this.heartbeat(), timer.as_mut());
+                    deadlines.heartbeat_sent(this.heartbeat());
                 }
                 if !catch_up.is_empty() {
                     continue;
@@ -329,7 +329,7 @@ impl Jobs {
                 if announce_caught_up {
                     announce_caught_up = false;
                     yield MyJobsItem::Heartbeat { at: Utc::now() };
-                    deadlines.heartbeat_sent(this.heartbeat(), timer.as_mut());
+                    deadlines.heartbeat_sent(this.heartbeat());
                 }
                 let wake = tokio::select! {
                     biased;
@@ -340,8 +340,9 @@ impl Jobs {
                 match wake {
                     Wake::Shutdown => Err(MyJobsError::ShuttingDown)?,
                     Wake::Timer => match deadlines.fired(this.heartbeat(), timer.as_mut()) {
-                        Deadline::Expired => Err(MyJobsError::App(AppError::Auth(AuthError::Expired)))?,
-                        Deadline::Heartbeat => yield MyJobsItem::Heartbeat { at: Utc::now() },
+                        Some(Deadline::Expired) => Err(MyJobsError::App(AppError::Auth(AuthError::Expired)))?,
+                        Some(Deadline::Heartbeat) => yield MyJobsItem::Heartbeat { at: Utc::now() },
+                        None => {}
                     },
                     Wake::Received(Ok(event)) => pending.push_back(event),
                     Wake::Received(Err(RecvError::Lagged(_))) => {
