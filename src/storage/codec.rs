@@ -31,6 +31,42 @@ pub(super) struct JobRow {
     updated_at: DateTime<Utc>,
 }
 
+/// A job row as SQLite renders `json_array(<job columns>)`: a batch's jobs
+/// come back as one JSON value rather than one row each, because every
+/// row is a hand-off between sqlx's SQLite thread and the writer.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct JobArray(
+    i64,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+
+impl From<JobArray> for JobRow {
+    fn from(a: JobArray) -> Self {
+        JobRow {
+            job_id: a.0,
+            client_id: a.1,
+            worker_id: a.2,
+            status: a.3,
+            payment_method: a.4,
+            payment_proof: a.5,
+            change_request_reason: a.6,
+            cancel_reason: a.7,
+            revision: a.8,
+            created_at: a.9,
+            updated_at: a.10,
+        }
+    }
+}
+
 fn corrupt(what: impl std::fmt::Display) -> StorageError {
     StorageError::Corrupt(what.to_string())
 }

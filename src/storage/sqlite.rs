@@ -261,14 +261,27 @@ async fn commit_batch(
     conn: &mut SqliteConnection,
     requests: &[Request],
 ) -> Result<Vec<Result<Outcome, StorageError>>, StorageError> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    // Every statement is a round trip to sqlx's SQLite thread, and those
-    // hand-offs, not SQLite, are what a batch spends its time on. So a batch
-    // costs the same few statements whatever its size: read its jobs and
-    // its already-used request ids with one each, decide every request in
-    // memory, then write every job row with one and every event with one.
-    let mut jobs = load_jobs(&mut tx, requests).await?;
-    let mut answered = load_answered(&mut tx, requests).await?;
+    let written = decide_and_write(conn, requests).await;
+    if written.is_err() {
+        // Whatever step failed, leave no transaction open for the next
+        // batch. SQLite answers "no transaction is active" if there is none.
+        if let Err(err) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+            tracing::debug!(error = %err, "rollback after a failed batch");
+        }
+    }
+    written
+}
+
+/// The batch's transaction, in three round trips to sqlx's SQLite thread
+/// whatever the batch's size: those hand-offs (tens of microseconds each on
+/// a busy machine), not SQLite, are what a batch spends most of its time
+/// on, and the writer is the one place every change waits its turn. Begin
+/// and read, decide every request in memory, write every row, commit.
+async fn decide_and_write(
+    conn: &mut SqliteConnection,
+    requests: &[Request],
+) -> Result<Vec<Result<Outcome, StorageError>>, StorageError> {
+    let (mut jobs, mut answered) = begin_and_read(conn, requests).await?;
     let mut results = Vec::with_capacity(requests.len());
     let mut changes = Vec::new();
     for request in requests {
@@ -278,8 +291,8 @@ async fn commit_batch(
         }
         results.push(result.map_err(StorageError::from));
     }
-    write_changes(&mut tx, &changes).await?;
-    tx.commit().await?;
+    write_changes(conn, &changes).await?;
+    sqlx::query("COMMIT").execute(&mut *conn).await?;
     Ok(results)
 }
 
@@ -290,57 +303,61 @@ type BatchJobs = HashMap<JobId, Job>;
 /// committed before the batch and those the batch has decided so far.
 type Answered = HashMap<(String, String), Event>;
 
-/// Reads every job `requests` touch, in one statement.
-async fn load_jobs(
+/// Opens the batch's write transaction and, in the same round trip, reads
+/// every job `requests` touch and every committed event that already used
+/// one of their request ids (the join is served by the unique index on
+/// (actor_id, request_id)). Each read returns one JSON value, not a row per
+/// job: every row would be one more hand-off.
+async fn begin_and_read(
     conn: &mut SqliteConnection,
     requests: &[Request],
-) -> Result<BatchJobs, StorageError> {
+) -> Result<(BatchJobs, Answered), StorageError> {
     let ids: Vec<i64> = requests.iter().map(|r| r.job_id.get()).collect();
-    let ids = serde_json::to_string(&ids)
-        .map_err(|e| StorageError::Internal(format!("cannot list job ids: {e}")))?;
-    sqlx::query_as::<_, JobRow>(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE job_id IN (SELECT value FROM json_each(?))"
-    ))
-    .bind(ids)
-    .fetch_all(&mut *conn)
-    .await?
-    .into_iter()
-    .map(|row| Job::try_from(row).map(|job| (job.id, job)))
-    .collect()
-}
-
-/// Reads the committed events that already used one of the batch's
-/// request ids, in one statement (none if no request carries an id). The
-/// join is served by the unique index on (actor_id, request_id).
-async fn load_answered(
-    conn: &mut SqliteConnection,
-    requests: &[Request],
-) -> Result<Answered, StorageError> {
     let pairs: Vec<(&str, &str)> = requests
         .iter()
         .filter_map(|r| Some((r.caller.id(), r.request_id.as_ref()?.as_str())))
         .collect();
-    if pairs.is_empty() {
-        return Ok(Answered::new());
-    }
-    let pairs = serde_json::to_string(&pairs)
-        .map_err(|e| StorageError::Internal(format!("cannot list request ids: {e}")))?;
-    let rows: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT e.actor_id, e.request_id, e.payload \
+    let to_json = |what: &str, e: serde_json::Error| {
+        StorageError::Internal(format!("cannot list the batch's {what}: {e}"))
+    };
+    let ids = serde_json::to_string(&ids).map_err(|e| to_json("job ids", e))?;
+    let pairs = serde_json::to_string(&pairs).map_err(|e| to_json("request ids", e))?;
+    let values: Vec<String> = sqlx::query_scalar(concat!(
+        "BEGIN IMMEDIATE; ",
+        "SELECT json_group_array(json_array(",
+        job_columns!(),
+        ")) FROM jobs WHERE job_id IN (SELECT value FROM json_each(?)); ",
+        "SELECT json_group_array(json_array(e.actor_id, e.request_id, e.payload)) \
          FROM json_each(?) AS p JOIN job_events AS e \
            ON e.actor_id = json_extract(p.value, '$[0]') \
-          AND e.request_id = json_extract(p.value, '$[1]')",
-    )
+          AND e.request_id = json_extract(p.value, '$[1]')"
+    ))
+    .bind(ids)
     .bind(pairs)
     .fetch_all(&mut *conn)
     .await?;
-    rows.into_iter()
+    let [jobs, answered] = values.as_slice() else {
+        return Err(StorageError::Internal(format!(
+            "the batch's reads returned {} values, not 2",
+            values.len()
+        )));
+    };
+    let corrupt = |what: &str, e: serde_json::Error| {
+        StorageError::Corrupt(format!("cannot decode the batch's {what}: {e}"))
+    };
+    let jobs = serde_json::from_str::<Vec<codec::JobArray>>(jobs)
+        .map_err(|e| corrupt("jobs", e))?
+        .into_iter()
+        .map(|row| Job::try_from(JobRow::from(row)).map(|job| (job.id, job)))
+        .collect::<Result<BatchJobs, _>>()?;
+    let answered = serde_json::from_str::<Vec<(String, String, String)>>(answered)
+        .map_err(|e| corrupt("answered request ids", e))?
+        .into_iter()
         .map(|(actor_id, request_id, payload)| {
             Ok(((actor_id, request_id), codec::decode_event(&payload)?))
         })
-        .collect()
+        .collect::<Result<Answered, StorageError>>()?;
+    Ok((jobs, answered))
 }
 
 /// Decides `request` against the batch's view of the database and, if it
@@ -384,19 +401,22 @@ const MAX_PARAMS: usize = 32_766;
 const JOB_PARAMS: usize = 11;
 const EVENT_PARAMS: usize = 8;
 
-/// Writes the batch's changes in the order they were decided: the job row
-/// after each change, then every event. Fails if any row was not written,
-/// so the caller's error rolls the whole batch back.
+/// Writes the batch's changes in the order they were decided, in one
+/// round trip: the job row after each change, then every event. Fails if
+/// any row was not written, so the caller rolls the whole batch back.
 async fn write_changes(conn: &mut SqliteConnection, changes: &[Event]) -> Result<(), StorageError> {
+    if changes.is_empty() {
+        return Ok(());
+    }
     // A job changed twice in the batch gets two rows, in order, in the same
     // statement (SQLite applies a multi-row upsert row by row). Each row is
     // a compare-and-set on the revision (the WHERE), so a history can never
     // fork even if two writers ever raced: a row whose check fails changes
     // nothing, and the count of changed rows falls short.
+    let mut sql = QueryBuilder::<Sqlite>::new("");
     for chunk in changes.chunks(MAX_PARAMS / JOB_PARAMS) {
-        let mut upsert =
-            QueryBuilder::<Sqlite>::new(concat!("INSERT INTO jobs (", job_columns!(), ") "));
-        upsert.push_values(chunk, |mut row, event| {
+        sql.push(concat!("INSERT INTO jobs (", job_columns!(), ") "));
+        sql.push_values(chunk, |mut row, event| {
             let job = &event.job;
             row.push_bind(job.id.get())
                 .push_bind(job.client_id.as_str())
@@ -410,23 +430,15 @@ async fn write_changes(conn: &mut SqliteConnection, changes: &[Event]) -> Result
                 .push_bind(job.created_at)
                 .push_bind(job.updated_at);
         });
-        upsert.push(
+        sql.push(
             " ON CONFLICT (job_id) DO UPDATE SET \
                worker_id = excluded.worker_id, status = excluded.status, \
                payment_method = excluded.payment_method, payment_proof = excluded.payment_proof, \
                change_request_reason = excluded.change_request_reason, \
                cancel_reason = excluded.cancel_reason, revision = excluded.revision, \
                updated_at = excluded.updated_at \
-             WHERE jobs.revision = excluded.revision - 1",
+             WHERE jobs.revision = excluded.revision - 1; ",
         );
-        let written = upsert.build().execute(&mut *conn).await?.rows_affected();
-        if written != chunk.len() as u64 {
-            return Err(StorageError::Internal(format!(
-                "only {written} of {} job rows matched their revision: \
-                 a job moved while the batch was being written",
-                chunk.len()
-            )));
-        }
     }
     let payloads = changes
         .iter()
@@ -434,11 +446,11 @@ async fn write_changes(conn: &mut SqliteConnection, changes: &[Event]) -> Result
         .collect::<Result<Vec<_>, _>>()?;
     let rows: Vec<(&Event, String)> = changes.iter().zip(payloads).collect();
     for chunk in rows.chunks(MAX_PARAMS / EVENT_PARAMS) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
+        sql.push(
             "INSERT INTO job_events \
              (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) ",
         );
-        insert.push_values(chunk, |mut row, (event, payload)| {
+        sql.push_values(chunk, |mut row, (event, payload)| {
             row.push_bind(event.job_id().get())
                 .push_bind(event.revision())
                 .push_bind(event.kind.as_str())
@@ -448,13 +460,17 @@ async fn write_changes(conn: &mut SqliteConnection, changes: &[Event]) -> Result
                 .push_bind(payload.as_str())
                 .push_bind(event.at());
         });
-        let written = insert.build().execute(&mut *conn).await?.rows_affected();
-        if written != chunk.len() as u64 {
-            return Err(StorageError::Internal(format!(
-                "wrote {written} of {} events",
-                chunk.len()
-            )));
-        }
+        sql.push("; ");
+    }
+    // Every statement changes at most one row per change; an event that
+    // cannot be inserted is an error, not a shortfall. So the total falls
+    // short exactly when some job row failed its revision check.
+    let written = sql.build().execute(&mut *conn).await?.rows_affected();
+    let expected = 2 * changes.len() as u64;
+    if written != expected {
+        return Err(StorageError::Internal(format!(
+            "wrote {written} of {expected} rows: a job moved while the batch was being written"
+        )));
     }
     Ok(())
 }
@@ -571,6 +587,44 @@ mod tests {
             other => panic!("expected the stored change replayed, got {other:?}"),
         }
         assert_eq!(stored_revisions(&mut conn).await, (3, vec![1, 2, 3]));
+    }
+
+    /// A batch that fails part-way (here: its event's revision is already
+    /// taken) stores nothing and leaves no transaction open, so the next
+    /// batch commits normally.
+    #[tokio::test]
+    async fn a_failed_batch_rolls_back_and_the_next_one_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = migrated(&dir).await;
+        commit_batch(&mut conn, &[create()]).await.unwrap();
+        sqlx::query(
+            "INSERT INTO job_events \
+             (job_id, revision, event, actor_id, actor_role, payload, created_at) \
+             VALUES (7, 2, 'worker_marked_complete', 'bob', 'worker', '{}', \
+                     '2026-01-01T00:00:00+00:00')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let mark = request(user("bob"), Command::MarkComplete, None);
+        assert!(
+            commit_batch(&mut conn, std::slice::from_ref(&mark))
+                .await
+                .is_err()
+        );
+        let revision: i64 = sqlx::query_scalar("SELECT revision FROM jobs WHERE job_id = 7")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(revision, 1, "the failed batch's job row must not be stored");
+
+        sqlx::query("DELETE FROM job_events WHERE job_id = 7 AND revision = 2")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let results = commit_batch(&mut conn, &[mark]).await.unwrap();
+        assert_eq!(changed(&results[0]).revision(), 2);
+        assert_eq!(stored_revisions(&mut conn).await, (2, vec![1, 2]));
     }
 
     /// A change whose revision check fails fails the whole write, so the
