@@ -301,24 +301,37 @@ async fn apply(conn: &mut PgConnection, request: &Request) -> Result<Outcome, Tx
     }
 }
 
+/// Writes the job row, its event and the notification in one statement:
+/// each statement is a round trip, and a call's transaction holds the job's
+/// row lock for all of them.
 async fn write_event(conn: &mut PgConnection, event: &Event) -> Result<(), TxError> {
     let job = &event.job;
     // A new job is a plain INSERT, so a racing create fails on the primary
     // key (and is retried) rather than silently updating; a change is a
-    // compare-and-set on the revision, so a history can never fork.
+    // compare-and-set on the revision, so a history can never fork. The
+    // event and the notification hang off the row that was written: if
+    // none was, nothing is, and no row comes back.
     let sql = if job.revision == 1 {
         concat!(
-            "INSERT INTO jobs (",
+            "WITH job AS (INSERT INTO jobs (",
             job_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING job_id), ",
+            "event AS (INSERT INTO job_events \
+               (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
+             SELECT job_id, $9, $12, $13, $14, $15, $16, $11 FROM job RETURNING job_id) \
+             SELECT pg_notify($17, $18) FROM event"
         )
     } else {
-        "UPDATE jobs SET client_id = $2, worker_id = $3, status = $4, payment_method = $5, \
-           payment_proof = $6, change_request_reason = $7, cancel_reason = $8, revision = $9, \
-           created_at = $10, updated_at = $11 \
-         WHERE job_id = $1 AND revision = $9 - 1"
+        "WITH job AS (UPDATE jobs SET client_id = $2, worker_id = $3, status = $4, \
+           payment_method = $5, payment_proof = $6, change_request_reason = $7, \
+           cancel_reason = $8, revision = $9, created_at = $10, updated_at = $11 \
+         WHERE job_id = $1 AND revision = $9 - 1 RETURNING job_id), \
+         event AS (INSERT INTO job_events \
+           (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
+         SELECT job_id, $9, $12, $13, $14, $15, $16, $11 FROM job RETURNING job_id) \
+         SELECT pg_notify($17, $18) FROM event"
     };
-    let written = sqlx::query(sql)
+    let notified = sqlx::query(sql)
         .bind(job.id.get())
         .bind(job.client_id.as_str())
         .bind(job.worker_id.as_ref().map(|w| w.as_str()))
@@ -329,38 +342,23 @@ async fn write_event(conn: &mut PgConnection, event: &Event) -> Result<(), TxErr
         .bind(job.cancel_reason.as_ref().map(|r| r.as_str()))
         .bind(job.revision)
         .bind(job.created_at)
-        .bind(job.updated_at)
-        .execute(&mut *conn)
+        .bind(event.at())
+        .bind(event.kind.as_str())
+        .bind(&event.actor_id)
+        .bind(codec::role_str(event.actor_role))
+        .bind(event.request_id.as_ref().map(|r| r.as_str()))
+        .bind(codec::encode_event(event)?)
+        .bind(EVENTS_CHANNEL)
+        .bind(notification_payload(job.id, job.revision))
+        .fetch_all(&mut *conn)
         .await?;
-    if written.rows_affected() != 1 {
+    if notified.len() != 1 {
         return Err(StorageError::Internal(format!(
             "job {} moved while revision {} was being written",
             job.id, job.revision
         ))
         .into());
     }
-    sqlx::query(
-        "INSERT INTO job_events \
-         (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(job.id.get())
-    .bind(job.revision)
-    .bind(event.kind.as_str())
-    .bind(&event.actor_id)
-    .bind(codec::role_str(event.actor_role))
-    .bind(event.request_id.as_ref().map(|r| r.as_str()))
-    .bind(codec::encode_event(event)?)
-    .bind(event.at())
-    .execute(&mut *conn)
-    .await?;
-    // Part of the transaction: delivered to every listener only if, and
-    // after, it commits.
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(EVENTS_CHANNEL)
-        .bind(notification_payload(job.id, job.revision))
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 
