@@ -7,6 +7,7 @@
 //! events or know about gRPC: the caller publishes after `execute` returns,
 //! which is after the commit.
 
+mod batch;
 mod codec;
 mod postgres;
 mod sqlite;
@@ -84,7 +85,8 @@ pub struct StoreOptions {
     /// How many waiting changes one write transaction may commit together.
     pub max_batch: usize,
     /// PostgreSQL: connections in the pool (queries and transactions; the
-    /// LISTEN session has its own). Each in-flight RPC holds at most one.
+    /// LISTEN session has its own). The writers hold at most half of them,
+    /// one per batch being committed.
     pub pool_size: u32,
     /// PostgreSQL: the longest one statement may run before it is cancelled
     /// and the call fails UNAVAILABLE.

@@ -1,39 +1,58 @@
 //! PostgreSQL, for several replicas sharing one database.
 //!
-//! Every change is one transaction on a pooled connection: lock the job's
-//! row (`SELECT … FOR UPDATE`, which serializes changes to one job across
-//! every replica), look the request id up, let the domain decide, write the
-//! job row (a compare-and-set on the revision) and its event, and
-//! `pg_notify` the new revision, then commit. PostgreSQL delivers the
-//! notification only if, and after, the transaction commits, so "a
-//! notification exists" and "the change is durable" are the same fact.
+//! Changes are committed in batches, as on SQLite: a few writer tasks per
+//! replica each take whatever changes are waiting and commit them in one
+//! transaction on a pooled connection: lock the batch's job rows in id
+//! order (`SELECT … FOR UPDATE`, which serializes changes to one job across
+//! every replica, and in one order, so two replicas' batches never
+//! deadlock), look the request ids up, let the domain decide every request
+//! in turn, write the job rows (compare-and-set on the revision) and the
+//! events, and `pg_notify` each new revision, then commit. PostgreSQL
+//! delivers the notifications only if, and after, the transaction commits,
+//! so "a notification exists" and "the change is durable" are the same
+//! fact. A batch costs the same few round trips whatever its size.
 //!
-//! Two writers racing to create one job, or to use one request id, meet on
-//! a unique index; the loser's transaction is rolled back and retried from
-//! the start, which then reads the winner's row and answers as the domain
-//! says (ALREADY_EXISTS, or a replay). Nothing here may publish to the hub
-//! or hold a connection while events are published; fan-out of the
+//! Two replicas racing to create one job, or to use one request id, meet on
+//! a unique index; the loser's batch is rolled back and retried from the
+//! start, which then reads the winner's row and answers as the domain says
+//! (ALREADY_EXISTS, or a replay). Nothing here may publish to the hub or
+//! hold a connection while events are published; fan-out of the
 //! notifications is [`crate::hub::pg_listen`]'s job.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres};
 
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::batch::{Answered, BatchJobs, CommitBatch, commit_isolating, decide_all};
 use super::codec::{self, JobRow, job_columns};
 use super::{Outcome, StorageError, StoreOptions};
-use crate::domain::{Decision, DomainError, Event, Job, JobId, Request, decide};
+use crate::domain::{DomainError, Event, Job, JobId, Request};
 
 /// The LISTEN/NOTIFY channel every replica listens on. Payload:
 /// `<job_id>:<revision>` of a committed event.
 pub const EVENTS_CHANNEL: &str = "jobstatus_events";
 
-/// How many times a change is retried after losing a race on a unique
+/// How many times a batch is retried after losing a race on a unique
 /// index (or a deadlock). One retry always suffices for the races we know
 /// of; the bound only stops a bug from looping.
 const MAX_ATTEMPTS: u32 = 3;
+
+/// Writer tasks per replica (at most half the pool): each commits one batch
+/// at a time on its own connection.
+const WRITERS: usize = 4;
+
+/// How many changes may wait for a writer before callers wait too.
+const WRITE_QUEUE: usize = 4096;
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -47,6 +66,19 @@ struct Inner {
     /// At most one connection: the replica's LISTEN session. Separate so
     /// that a busy pool can never starve the listener (or the reverse).
     listen: PgPool,
+    /// Changes waiting for a writer.
+    writes: mpsc::Sender<WriteOp>,
+    /// Cancelled by `close`: the writers stop taking new changes, commit
+    /// what is queued and exit.
+    closing: CancellationToken,
+    writers: TaskTracker,
+}
+
+/// A change waiting for a writer, and where its answer goes.
+#[derive(Debug)]
+struct WriteOp {
+    request: Request,
+    reply: oneshot::Sender<Result<Outcome, StorageError>>,
 }
 
 impl PostgresStore {
@@ -82,8 +114,29 @@ impl PostgresStore {
             .max_lifetime(None)
             .idle_timeout(None)
             .connect_lazy_with(base.application_name("jobstatus-listener"));
+        let (writes, queue) = mpsc::channel(WRITE_QUEUE);
+        let queue = Arc::new(Mutex::new(queue));
+        let closing = CancellationToken::new();
+        let writers = TaskTracker::new();
+        // Half the pool at most: snapshots and catch-up reads need the rest.
+        let count = WRITERS.min((options.pool_size as usize / 2).max(1));
+        for _ in 0..count {
+            writers.spawn(run_writer(
+                pool.clone(),
+                queue.clone(),
+                options.max_batch.max(1),
+                closing.clone(),
+            ));
+        }
+        writers.close();
         Ok(Self {
-            inner: Arc::new(Inner { pool, listen }),
+            inner: Arc::new(Inner {
+                pool,
+                listen,
+                writes,
+                closing,
+                writers,
+            }),
         })
     }
 
@@ -92,20 +145,17 @@ impl PostgresStore {
         &self.inner.listen
     }
 
+    /// Queues `request` for this replica's writers and waits for its
+    /// commit (or refusal).
     pub async fn execute(&self, request: Request) -> Result<Outcome, StorageError> {
-        let mut attempt = 1;
-        loop {
-            let mut conn = self.acquire().await?;
-            match apply(&mut conn, &request).await {
-                Ok(outcome) => return Ok(outcome),
-                Err(TxError::Sqlx(err)) if is_lost_race(&err) && attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(job_id = %request.job_id, error = %err, "lost a race; retrying");
-                    attempt += 1;
-                }
-                Err(TxError::Sqlx(err)) => return Err(db_error(err)),
-                Err(TxError::Storage(err)) => return Err(err),
-            }
-        }
+        let (reply, answer) = oneshot::channel();
+        let shutting_down = || StorageError::Unavailable("the server is shutting down".into());
+        self.inner
+            .writes
+            .send(WriteOp { request, reply })
+            .await
+            .map_err(|_| shutting_down())?;
+        answer.await.map_err(|_| shutting_down())?
     }
 
     pub async fn get_job(&self, id: JobId) -> Result<Option<Job>, StorageError> {
@@ -221,6 +271,8 @@ impl PostgresStore {
     /// Closes both pools. The listener task must have ended first (the app
     /// ends it), or closing the listen pool waits for its connection.
     pub async fn close(&self) {
+        self.inner.closing.cancel();
+        self.inner.writers.wait().await;
         self.inner.pool.close().await;
         self.inner.listen.close().await;
     }
@@ -263,103 +315,325 @@ impl From<DomainError> for TxError {
     }
 }
 
-/// One attempt: everything in one transaction, rolled back on any error
-/// (dropping an uncommitted transaction rolls it back).
-async fn apply(conn: &mut PgConnection, request: &Request) -> Result<Outcome, TxError> {
-    let mut tx = conn.begin().await?;
-    // The row lock comes first: every later read in this transaction then
-    // sees the job, and its log, as the last committed change left them.
-    let current = sqlx::query_as::<_, JobRow>(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE job_id = $1 FOR UPDATE"
-    ))
-    .bind(request.job_id.get())
-    .fetch_optional(&mut *tx)
-    .await?
-    .map(Job::try_from)
-    .transpose()?;
-    if let Some(request_id) = &request.request_id {
-        let earlier: Option<String> = sqlx::query_scalar(
-            "SELECT payload FROM job_events WHERE actor_id = $1 AND request_id = $2",
-        )
-        .bind(request.caller.id())
-        .bind(request_id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(payload) = earlier {
-            return Ok(Outcome::Replayed(codec::decode_event(&payload)?));
+/// A writer task: commits queued changes in batches until closed, then
+/// helps drain the queue. Several share one queue, each with its own
+/// connection per batch.
+async fn run_writer(
+    mut pool: PgPool,
+    queue: Arc<Mutex<mpsc::Receiver<WriteOp>>>,
+    max_batch: usize,
+    closing: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(max_batch);
+    loop {
+        let received = {
+            let mut rx = queue.lock().await;
+            tokio::select! {
+                n = rx.recv_many(&mut batch, max_batch) => n,
+                () = closing.cancelled() => {
+                    rx.close();
+                    rx.recv_many(&mut batch, max_batch).await
+                }
+            }
+        };
+        if received == 0 {
+            break;
         }
-    }
-    match decide(current.as_ref(), request, codec::now())? {
-        Decision::Unchanged(job) => Ok(Outcome::Unchanged(job)),
-        Decision::Changed(event) => {
-            write_event(&mut tx, &event).await?;
-            tx.commit().await?;
-            Ok(Outcome::Changed(event))
+        let (requests, replies): (Vec<Request>, Vec<_>) =
+            batch.drain(..).map(|op| (op.request, op.reply)).unzip();
+        let results = commit_isolating(&mut pool, &requests).await;
+        for (reply, result) in replies.into_iter().zip(results) {
+            // The caller may have gone (cancelled RPC); the change stands.
+            let _ = reply.send(result);
         }
     }
 }
 
-/// Writes the job row, its event and the notification in one statement:
-/// each statement is a round trip, and a call's transaction holds the job's
-/// row lock for all of them.
-async fn write_event(conn: &mut PgConnection, event: &Event) -> Result<(), TxError> {
-    let job = &event.job;
-    // A new job is a plain INSERT, so a racing create fails on the primary
-    // key (and is retried) rather than silently updating; a change is a
-    // compare-and-set on the revision, so a history can never fork. The
-    // event and the notification hang off the row that was written: if
-    // none was, nothing is, and no row comes back.
-    let sql = if job.revision == 1 {
-        concat!(
-            "WITH job AS (INSERT INTO jobs (",
-            job_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING job_id), ",
-            "event AS (INSERT INTO job_events \
-               (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
-             SELECT job_id, $9, $12, $13, $14, $15, $16, $11 FROM job RETURNING job_id) \
-             SELECT pg_notify($17, $18) FROM event"
-        )
-    } else {
-        "WITH job AS (UPDATE jobs SET client_id = $2, worker_id = $3, status = $4, \
-           payment_method = $5, payment_proof = $6, change_request_reason = $7, \
-           cancel_reason = $8, revision = $9, created_at = $10, updated_at = $11 \
-         WHERE job_id = $1 AND revision = $9 - 1 RETURNING job_id), \
-         event AS (INSERT INTO job_events \
-           (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
-         SELECT job_id, $9, $12, $13, $14, $15, $16, $11 FROM job RETURNING job_id) \
-         SELECT pg_notify($17, $18) FROM event"
-    };
-    let notified = sqlx::query(sql)
-        .bind(job.id.get())
-        .bind(job.client_id.as_str())
-        .bind(job.worker_id.as_ref().map(|w| w.as_str()))
-        .bind(job.status.as_str())
-        .bind(job.payment_method.map(|m| m.as_str()))
-        .bind(job.payment_proof.as_ref().map(|p| p.as_str()))
-        .bind(job.change_request_reason.as_ref().map(|r| r.as_str()))
-        .bind(job.cancel_reason.as_ref().map(|r| r.as_str()))
-        .bind(job.revision)
-        .bind(job.created_at)
-        .bind(event.at())
-        .bind(event.kind.as_str())
-        .bind(&event.actor_id)
-        .bind(codec::role_str(event.actor_role))
-        .bind(event.request_id.as_ref().map(|r| r.as_str()))
-        .bind(codec::encode_event(event)?)
-        .bind(EVENTS_CHANNEL)
-        .bind(notification_payload(job.id, job.revision))
-        .fetch_all(&mut *conn)
-        .await?;
-    if notified.len() != 1 {
-        return Err(StorageError::Internal(format!(
-            "job {} moved while revision {} was being written",
-            job.id, job.revision
-        ))
-        .into());
+impl CommitBatch for PgPool {
+    fn commit(
+        &mut self,
+        requests: &[Request],
+    ) -> impl Future<Output = Result<Vec<Result<Outcome, StorageError>>, StorageError>> + Send {
+        commit_with_retries(self, requests)
     }
+}
+
+/// One batch in one transaction, retried from the start after losing a
+/// race on a unique index (another replica created the job, or used the
+/// request id, first).
+async fn commit_with_retries(
+    pool: &PgPool,
+    requests: &[Request],
+) -> Result<Vec<Result<Outcome, StorageError>>, StorageError> {
+    let mut attempt = 1;
+    loop {
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        match apply_batch(&mut conn, requests).await {
+            Ok(results) => return Ok(results),
+            Err(TxError::Sqlx(err)) if is_lost_race(&err) && attempt < MAX_ATTEMPTS => {
+                tracing::debug!(error = %err, changes = requests.len(), "lost a race; retrying");
+                attempt += 1;
+            }
+            Err(TxError::Sqlx(err)) => return Err(db_error(err)),
+            Err(TxError::Storage(err)) => return Err(err),
+        }
+    }
+}
+
+/// One attempt at a batch: everything in one transaction, rolled back on
+/// any error (dropping an uncommitted transaction rolls it back).
+async fn apply_batch(
+    conn: &mut PgConnection,
+    requests: &[Request],
+) -> Result<Vec<Result<Outcome, StorageError>>, TxError> {
+    let mut tx = conn.begin().await?;
+    // The row locks come first: every later read in this transaction then
+    // sees the jobs, and their logs, as the last committed changes left
+    // them. Locking in id order means two replicas' batches can wait for
+    // each other but never in a cycle.
+    let mut ids: Vec<i64> = requests.iter().map(|r| r.job_id.get()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut jobs: BatchJobs = sqlx::query_as::<_, JobRow>(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE job_id = ANY($1) ORDER BY job_id FOR UPDATE"
+    ))
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|row| Job::try_from(row).map(|job| (job.id, job)))
+    .collect::<Result<_, StorageError>>()?;
+    let mut answered = answered_request_ids(&mut tx, requests).await?;
+    let before: HashMap<JobId, i64> = jobs.iter().map(|(id, job)| (*id, job.revision)).collect();
+    let (results, changes) = decide_all(&mut jobs, &mut answered, requests);
+    if !changes.is_empty() {
+        write_changes(&mut tx, &changes, &before, &jobs).await?;
+    }
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// The committed events that already used one of the batch's request ids.
+async fn answered_request_ids(
+    conn: &mut PgConnection,
+    requests: &[Request],
+) -> Result<Answered, TxError> {
+    let (actors, request_ids): (Vec<&str>, Vec<&str>) = requests
+        .iter()
+        .filter_map(|r| Some((r.caller.id(), r.request_id.as_ref()?.as_str())))
+        .unzip();
+    if actors.is_empty() {
+        return Ok(Answered::new());
+    }
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT e.actor_id, e.request_id, e.payload FROM job_events e \
+         JOIN UNNEST($1::TEXT[], $2::TEXT[]) AS p (actor_id, request_id) \
+           ON e.actor_id = p.actor_id AND e.request_id = p.request_id",
+    )
+    .bind(&actors)
+    .bind(&request_ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut answered = Answered::new();
+    for (actor_id, request_id, payload) in rows {
+        answered.insert((actor_id, request_id), codec::decode_event(&payload)?);
+    }
+    Ok(answered)
+}
+
+/// Writes a batch's changes: each job's final row (a plain INSERT for a
+/// new job, so a racing create fails on the primary key and is retried; a
+/// compare-and-set on the revision it had before the batch otherwise, so
+/// a history can never fork), every event in order, and a notification
+/// per event. Notifications are part of the transaction: delivered only
+/// if, and after, it commits.
+async fn write_changes(
+    conn: &mut PgConnection,
+    changes: &[Event],
+    before: &HashMap<JobId, i64>,
+    after: &BatchJobs,
+) -> Result<(), TxError> {
+    let mut changed: Vec<JobId> = changes.iter().map(Event::job_id).collect();
+    changed.sort_unstable();
+    changed.dedup();
+    let (created, updated): (Vec<JobId>, Vec<JobId>) =
+        changed.into_iter().partition(|id| !before.contains_key(id));
+    let rows = |ids: &[JobId]| -> Result<JobColumns, TxError> {
+        let mut cols = JobColumns::default();
+        for id in ids {
+            let job = after.get(id).ok_or_else(|| {
+                StorageError::Internal(format!("job {id} changed but is not in its batch"))
+            })?;
+            cols.push(job, before.get(id).copied().unwrap_or(0));
+        }
+        Ok(cols)
+    };
+    if !created.is_empty() {
+        let c = rows(&created)?;
+        sqlx::query(concat!(
+            "INSERT INTO jobs (",
+            job_columns!(),
+            ") SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], \
+             $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::BIGINT[], \
+             $10::TIMESTAMPTZ[], $11::TIMESTAMPTZ[])"
+        ))
+        .bind(&c.job_id)
+        .bind(&c.client_id)
+        .bind(&c.worker_id)
+        .bind(&c.status)
+        .bind(&c.payment_method)
+        .bind(&c.payment_proof)
+        .bind(&c.change_request_reason)
+        .bind(&c.cancel_reason)
+        .bind(&c.revision)
+        .bind(&c.created_at)
+        .bind(&c.updated_at)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if !updated.is_empty() {
+        let c = rows(&updated)?;
+        let written = sqlx::query(
+            "UPDATE jobs SET worker_id = n.worker_id, status = n.status, \
+               payment_method = n.payment_method, payment_proof = n.payment_proof, \
+               change_request_reason = n.change_request_reason, cancel_reason = n.cancel_reason, \
+               revision = n.revision, updated_at = n.updated_at \
+             FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+               $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::TIMESTAMPTZ[], $10::BIGINT[]) \
+               AS n (job_id, worker_id, status, payment_method, payment_proof, \
+                     change_request_reason, cancel_reason, revision, updated_at, previous) \
+             WHERE jobs.job_id = n.job_id AND jobs.revision = n.previous",
+        )
+        .bind(&c.job_id)
+        .bind(&c.worker_id)
+        .bind(&c.status)
+        .bind(&c.payment_method)
+        .bind(&c.payment_proof)
+        .bind(&c.change_request_reason)
+        .bind(&c.cancel_reason)
+        .bind(&c.revision)
+        .bind(&c.updated_at)
+        .bind(&c.previous)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if written != updated.len() as u64 {
+            return Err(StorageError::Internal(format!(
+                "only {written} of {} jobs matched their revision: a job moved while \
+                 the batch was being written",
+                updated.len()
+            ))
+            .into());
+        }
+    }
+    let mut e = EventColumns::default();
+    for event in changes {
+        e.push(event)?;
+    }
+    sqlx::query(
+        "INSERT INTO job_events \
+         (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
+         SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
+           $6::TEXT[], $7::TEXT[], $8::TIMESTAMPTZ[])",
+    )
+    .bind(&e.job_id)
+    .bind(&e.revision)
+    .bind(&e.event)
+    .bind(&e.actor_id)
+    .bind(&e.actor_role)
+    .bind(&e.request_id)
+    .bind(&e.payload)
+    .bind(&e.created_at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "SELECT pg_notify($1, n.payload) \
+         FROM UNNEST($2::TEXT[]) WITH ORDINALITY AS n (payload, position) ORDER BY n.position",
+    )
+    .bind(EVENTS_CHANNEL)
+    .bind(&e.notification)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
+}
+
+/// Job rows as column arrays, for `UNNEST`.
+#[derive(Debug, Default)]
+struct JobColumns {
+    job_id: Vec<i64>,
+    client_id: Vec<String>,
+    worker_id: Vec<Option<String>>,
+    status: Vec<&'static str>,
+    payment_method: Vec<Option<&'static str>>,
+    payment_proof: Vec<Option<String>>,
+    change_request_reason: Vec<Option<String>>,
+    cancel_reason: Vec<Option<String>>,
+    revision: Vec<i64>,
+    created_at: Vec<DateTime<Utc>>,
+    updated_at: Vec<DateTime<Utc>>,
+    /// The revision before the batch (0 for a new job).
+    previous: Vec<i64>,
+}
+
+impl JobColumns {
+    fn push(&mut self, job: &Job, previous: i64) {
+        self.job_id.push(job.id.get());
+        self.client_id.push(job.client_id.as_str().to_owned());
+        self.worker_id
+            .push(job.worker_id.as_ref().map(|w| w.as_str().to_owned()));
+        self.status.push(job.status.as_str());
+        self.payment_method
+            .push(job.payment_method.map(|m| m.as_str()));
+        self.payment_proof
+            .push(job.payment_proof.as_ref().map(|p| p.as_str().to_owned()));
+        self.change_request_reason.push(
+            job.change_request_reason
+                .as_ref()
+                .map(|r| r.as_str().to_owned()),
+        );
+        self.cancel_reason
+            .push(job.cancel_reason.as_ref().map(|r| r.as_str().to_owned()));
+        self.revision.push(job.revision);
+        self.created_at.push(job.created_at);
+        self.updated_at.push(job.updated_at);
+        self.previous.push(previous);
+    }
+}
+
+/// Event rows as column arrays, for `UNNEST`, with their notifications.
+#[derive(Debug, Default)]
+struct EventColumns {
+    job_id: Vec<i64>,
+    revision: Vec<i64>,
+    event: Vec<&'static str>,
+    actor_id: Vec<String>,
+    actor_role: Vec<&'static str>,
+    request_id: Vec<Option<String>>,
+    payload: Vec<String>,
+    created_at: Vec<DateTime<Utc>>,
+    notification: Vec<String>,
+}
+
+impl EventColumns {
+    fn push(&mut self, event: &Event) -> Result<(), StorageError> {
+        self.job_id.push(event.job_id().get());
+        self.revision.push(event.revision());
+        self.event.push(event.kind.as_str());
+        self.actor_id.push(event.actor_id.clone());
+        self.actor_role.push(codec::role_str(event.actor_role));
+        self.request_id
+            .push(event.request_id.as_ref().map(|r| r.as_str().to_owned()));
+        self.payload.push(codec::encode_event(event)?);
+        self.created_at.push(event.at());
+        self.notification
+            .push(notification_payload(event.job_id(), event.revision()));
+        Ok(())
+    }
 }
 
 /// `<job_id>:<revision>`: small, and all a listener needs to read the event.

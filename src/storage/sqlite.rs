@@ -9,7 +9,7 @@
 //! (snapshots, replays) use a separate pool and never wait for the writer.
 //! Nothing here may hold a connection while events are published.
 
-use std::collections::HashMap;
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -22,9 +22,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::batch::{Answered, BatchJobs, CommitBatch, commit_isolating, decide_all};
 use super::codec::{self, JobRow, job_columns};
 use super::{Outcome, StorageError, StoreOptions};
-use crate::domain::{Decision, DomainError, Event, Job, JobId, Request, decide};
+use crate::domain::{Event, Job, JobId, Request};
 
 /// How many changes may wait for the writer before callers wait too.
 const WRITE_QUEUE: usize = 4096;
@@ -224,13 +225,7 @@ async fn run_writer(
             continue;
         }
         let started = std::time::Instant::now();
-        let results = match commit_batch(&mut conn, &requests).await {
-            Ok(results) => results,
-            Err(err) => {
-                tracing::error!(error = %err, changes = requests.len(), "write transaction failed");
-                vec![Err(err); requests.len()]
-            }
-        };
+        let results = commit_isolating(&mut conn, &requests).await;
         // How full and how slow batches are: what bounds write throughput.
         tracing::debug!(
             changes = requests.len(),
@@ -252,6 +247,15 @@ async fn ping_writer(conn: &mut SqliteConnection) -> Result<(), StorageError> {
     let tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     tx.rollback().await?;
     Ok(())
+}
+
+impl CommitBatch for SqliteConnection {
+    fn commit(
+        &mut self,
+        requests: &[Request],
+    ) -> impl Future<Output = Result<Vec<Result<Outcome, StorageError>>, StorageError>> + Send {
+        commit_batch(self, requests)
+    }
 }
 
 /// Decides and writes every request in one transaction. A refused request
@@ -282,26 +286,11 @@ async fn decide_and_write(
     requests: &[Request],
 ) -> Result<Vec<Result<Outcome, StorageError>>, StorageError> {
     let (mut jobs, mut answered) = begin_and_read(conn, requests).await?;
-    let mut results = Vec::with_capacity(requests.len());
-    let mut changes = Vec::new();
-    for request in requests {
-        let result = decide_in_batch(&mut jobs, &mut answered, request);
-        if let Ok(Outcome::Changed(event)) = &result {
-            changes.push(event.clone());
-        }
-        results.push(result.map_err(StorageError::from));
-    }
+    let (results, changes) = decide_all(&mut jobs, &mut answered, requests);
     write_changes(conn, &changes).await?;
     sqlx::query("COMMIT").execute(&mut *conn).await?;
     Ok(results)
 }
-
-/// The batch's jobs as they stand in its transaction, by id.
-type BatchJobs = HashMap<JobId, Job>;
-
-/// The events that used a request id, by (actor id, request id): those
-/// committed before the batch and those the batch has decided so far.
-type Answered = HashMap<(String, String), Event>;
 
 /// Opens the batch's write transaction and, in the same round trip, reads
 /// every job `requests` touch and every committed event that already used
@@ -358,38 +347,6 @@ async fn begin_and_read(
         })
         .collect::<Result<Answered, StorageError>>()?;
     Ok((jobs, answered))
-}
-
-/// Decides `request` against the batch's view of the database and, if it
-/// changes the job, updates that view, so that a later request of the
-/// batch sees the change exactly as it would once it is committed.
-fn decide_in_batch(
-    jobs: &mut BatchJobs,
-    answered: &mut Answered,
-    request: &Request,
-) -> Result<Outcome, DomainError> {
-    if let Some(request_id) = &request.request_id
-        && let Some(earlier) = answered.get(&(
-            request.caller.id().to_owned(),
-            request_id.as_str().to_owned(),
-        ))
-    {
-        return Ok(Outcome::Replayed(earlier.clone()));
-    }
-    match decide(jobs.get(&request.job_id), request, codec::now())? {
-        Decision::Unchanged(job) => Ok(Outcome::Unchanged(job)),
-        Decision::Changed(event) => {
-            jobs.insert(request.job_id, event.job.clone());
-            if let Some(request_id) = &event.request_id {
-                // A retry later in the same batch is answered with this event.
-                answered.insert(
-                    (event.actor_id.clone(), request_id.as_str().to_owned()),
-                    event.clone(),
-                );
-            }
-            Ok(Outcome::Changed(event))
-        }
-    }
 }
 
 /// SQLite's limit on bound parameters per statement

@@ -17,6 +17,7 @@ crate::backend_tests!(
     illegal_transitions_name_the_current_state,
     stale_expected_revision_is_aborted,
     request_id_retries_return_the_original_answer,
+    a_corrupt_row_fails_only_its_own_calls,
 );
 
 async fn calls_without_a_valid_token_are_unauthenticated(backend: Backend) {
@@ -587,4 +588,55 @@ async fn locked_sqlite_database_is_unavailable_and_not_serving() {
         .expect("works again")
         .into_inner();
     assert_eq!(job.revision, 2);
+}
+
+/// A job whose stored row no longer decodes fails its own calls (INTERNAL)
+/// while calls on other jobs, sent at the same moment and so committed in
+/// the same batches, go through.
+async fn a_corrupt_row_fails_only_its_own_calls(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    const JOBS: i64 = 24;
+    const BAD: i64 = 7;
+    for id in 1..=JOBS {
+        app.create_job(id).await;
+    }
+    // A control character: the column's CHECK allows it, UserId does not.
+    match backend {
+        Backend::Sqlite => {
+            use sqlx::{ConnectOptions, Connection};
+            let path = app.db.url.trim_start_matches("sqlite://").to_owned();
+            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .connect()
+                .await
+                .expect("second connection");
+            sqlx::query("UPDATE jobs SET client_id = 'bad' || char(1) WHERE job_id = ?")
+                .bind(BAD)
+                .execute(&mut conn)
+                .await
+                .expect("corrupt the row");
+            conn.close().await.expect("close");
+        }
+        Backend::Postgres => {
+            let mut conn = app.db.pg().connect().await;
+            sqlx::query("UPDATE jobs SET client_id = 'bad' || chr(1) WHERE job_id = $1")
+                .bind(BAD)
+                .execute(&mut conn)
+                .await
+                .expect("corrupt the row");
+        }
+    }
+    let worker = app.client(WORKER).await;
+    let calls = (1..=JOBS).map(|id| {
+        let mut worker = worker.clone();
+        async move { (id, worker.mark_complete(mark(id)).await) }
+    });
+    for (id, result) in futures_util::future::join_all(calls).await {
+        if id == BAD {
+            assert_status(result, Code::Internal, "internal error");
+        } else {
+            let job = result.unwrap_or_else(|s| panic!("job {id}: {s:?}"));
+            assert_eq!(job.into_inner().revision, 2, "job {id}");
+        }
+    }
 }

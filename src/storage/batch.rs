@@ -1,0 +1,115 @@
+//! What both backends' batching writers share: deciding a batch of
+//! requests in memory, in order, against the batch's view of the database
+//! (pure: a batch decides exactly as its requests would one by one), and
+//! keeping one request's failure from failing the rest of its batch. No
+//! database code here: the backends bring their own transaction.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use super::{Outcome, StorageError, codec};
+use crate::domain::{Decision, DomainError, Event, Job, JobId, Request, decide};
+
+/// The batch's jobs as they stand in its transaction, by id.
+pub(super) type BatchJobs = HashMap<JobId, Job>;
+
+/// The events that used a request id, by (actor id, request id): those
+/// committed before the batch and those the batch has decided so far.
+pub(super) type Answered = HashMap<(String, String), Event>;
+
+/// Decides `request` against the batch's view of the database and, if it
+/// changes the job, updates that view, so that a later request of the
+/// batch sees the change exactly as it would once it is committed.
+fn decide_in_batch(
+    jobs: &mut BatchJobs,
+    answered: &mut Answered,
+    request: &Request,
+) -> Result<Outcome, DomainError> {
+    if let Some(request_id) = &request.request_id
+        && let Some(earlier) = answered.get(&(
+            request.caller.id().to_owned(),
+            request_id.as_str().to_owned(),
+        ))
+    {
+        return Ok(Outcome::Replayed(earlier.clone()));
+    }
+    match decide(jobs.get(&request.job_id), request, codec::now())? {
+        Decision::Unchanged(job) => Ok(Outcome::Unchanged(job)),
+        Decision::Changed(event) => {
+            jobs.insert(request.job_id, event.job.clone());
+            if let Some(request_id) = &event.request_id {
+                // A retry later in the same batch is answered with this event.
+                answered.insert(
+                    (event.actor_id.clone(), request_id.as_str().to_owned()),
+                    event.clone(),
+                );
+            }
+            Ok(Outcome::Changed(event))
+        }
+    }
+}
+
+/// Decides every request of a batch, in order: each request's result, and
+/// the changes to write in the order they were decided.
+pub(super) fn decide_all(
+    jobs: &mut BatchJobs,
+    answered: &mut Answered,
+    requests: &[Request],
+) -> (Vec<Result<Outcome, StorageError>>, Vec<Event>) {
+    let mut results = Vec::with_capacity(requests.len());
+    let mut changes = Vec::new();
+    for request in requests {
+        let result = decide_in_batch(jobs, answered, request);
+        if let Ok(Outcome::Changed(event)) = &result {
+            changes.push(event.clone());
+        }
+        results.push(result.map_err(StorageError::from));
+    }
+    (results, changes)
+}
+
+/// A backend's way of committing a batch in one transaction: each
+/// request's answer, or an error that failed (and wrote nothing of) the
+/// whole batch.
+pub(super) trait CommitBatch {
+    fn commit(
+        &mut self,
+        requests: &[Request],
+    ) -> impl Future<Output = Result<Vec<Result<Outcome, StorageError>>, StorageError>> + Send;
+}
+
+/// Commits `requests` as one batch. If the batch fails for any reason but
+/// the database being unavailable (which would fail each request alike),
+/// each request is committed alone, so that one request's trouble (a
+/// corrupt row, say) is that request's answer and nobody else's.
+pub(super) async fn commit_isolating<C: CommitBatch + Send>(
+    backend: &mut C,
+    requests: &[Request],
+) -> Vec<Result<Outcome, StorageError>> {
+    match backend.commit(requests).await {
+        Ok(results) => results,
+        Err(err) if requests.len() > 1 && !matches!(err, StorageError::Unavailable(_)) => {
+            tracing::warn!(
+                error = %err,
+                changes = requests.len(),
+                "batch failed; committing its changes one by one"
+            );
+            let mut results = Vec::with_capacity(requests.len());
+            for request in requests {
+                let alone = backend.commit(std::slice::from_ref(request)).await;
+                results.push(alone.and_then(|mut answers| {
+                    answers.pop().unwrap_or_else(|| {
+                        Err(StorageError::Internal(
+                            "a batch of one had no answer".into(),
+                        ))
+                    })
+                }));
+            }
+            results
+        }
+        Err(err) => {
+            tracing::error!(error = %err, changes = requests.len(), "write transaction failed");
+            vec![Err(err); requests.len()]
+        }
+    }
+}
