@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres};
 
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -475,53 +475,32 @@ async fn write_changes(
     };
     if !created.is_empty() {
         let c = rows(&created)?;
-        sqlx::query(concat!(
+        c.bind(sqlx::query(concat!(
             "INSERT INTO jobs (",
             job_columns!(),
-            ") SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], \
-             $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::BIGINT[], \
-             $10::TIMESTAMPTZ[], $11::TIMESTAMPTZ[])"
-        ))
-        .bind(&c.job_id)
-        .bind(&c.client_id)
-        .bind(&c.worker_id)
-        .bind(&c.status)
-        .bind(&c.payment_method)
-        .bind(&c.payment_proof)
-        .bind(&c.change_request_reason)
-        .bind(&c.cancel_reason)
-        .bind(&c.revision)
-        .bind(&c.created_at)
-        .bind(&c.updated_at)
+            ") SELECT ",
+            job_columns!(),
+            " FROM ",
+            unnest_jobs!()
+        )))
         .execute(&mut *conn)
         .await?;
     }
     if !updated.is_empty() {
         let c = rows(&updated)?;
-        let written = sqlx::query(
-            "UPDATE jobs SET worker_id = n.worker_id, status = n.status, \
-               payment_method = n.payment_method, payment_proof = n.payment_proof, \
-               change_request_reason = n.change_request_reason, cancel_reason = n.cancel_reason, \
-               revision = n.revision, updated_at = n.updated_at \
-             FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
-               $6::TEXT[], $7::TEXT[], $8::BIGINT[], $9::TIMESTAMPTZ[], $10::BIGINT[]) \
-               AS n (job_id, worker_id, status, payment_method, payment_proof, \
-                     change_request_reason, cancel_reason, revision, updated_at, previous) \
-             WHERE jobs.job_id = n.job_id AND jobs.revision = n.previous",
-        )
-        .bind(&c.job_id)
-        .bind(&c.worker_id)
-        .bind(&c.status)
-        .bind(&c.payment_method)
-        .bind(&c.payment_proof)
-        .bind(&c.change_request_reason)
-        .bind(&c.cancel_reason)
-        .bind(&c.revision)
-        .bind(&c.updated_at)
-        .bind(&c.previous)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        let written = c
+            .bind(sqlx::query(concat!(
+                "UPDATE jobs SET worker_id = n.worker_id, status = n.status, \
+                   payment_method = n.payment_method, payment_proof = n.payment_proof, \
+                   change_request_reason = n.change_request_reason, \
+                   cancel_reason = n.cancel_reason, revision = n.revision, \
+                   updated_at = n.updated_at FROM ",
+                unnest_jobs!(),
+                " WHERE jobs.job_id = n.job_id AND jobs.revision = n.previous"
+            )))
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
         if written != updated.len() as u64 {
             return Err(StorageError::Internal(format!(
                 "only {written} of {} jobs matched their revision: a job moved while \
@@ -562,6 +541,21 @@ async fn write_changes(
     Ok(())
 }
 
+/// [`JobColumns`] as a table `n`, from parameters $1 to $12.
+macro_rules! unnest_jobs {
+    () => {
+        "UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], \
+           $7::TEXT[], $8::TEXT[], $9::BIGINT[], $10::TIMESTAMPTZ[], $11::TIMESTAMPTZ[], \
+           $12::BIGINT[]) \
+         AS n (job_id, client_id, worker_id, status, payment_method, payment_proof, \
+               change_request_reason, cancel_reason, revision, created_at, updated_at, \
+               previous)"
+    };
+}
+use unnest_jobs;
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+
 /// Job rows as column arrays, for `UNNEST`.
 #[derive(Debug, Default)]
 struct JobColumns {
@@ -581,6 +575,23 @@ struct JobColumns {
 }
 
 impl JobColumns {
+    /// Binds every column as $1 to $12, as [`unnest_jobs`] reads them.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.job_id)
+            .bind(&self.client_id)
+            .bind(&self.worker_id)
+            .bind(&self.status)
+            .bind(&self.payment_method)
+            .bind(&self.payment_proof)
+            .bind(&self.change_request_reason)
+            .bind(&self.cancel_reason)
+            .bind(&self.revision)
+            .bind(&self.created_at)
+            .bind(&self.updated_at)
+            .bind(&self.previous)
+    }
+
     fn push(&mut self, job: &Job, previous: i64) {
         self.job_id.push(job.id.get());
         self.client_id.push(job.client_id.as_str().to_owned());
