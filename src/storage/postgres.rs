@@ -446,12 +446,13 @@ async fn answered_request_ids(
     Ok(answered)
 }
 
-/// Writes a batch's changes: each job's final row (a plain INSERT for a
-/// new job, so a racing create fails on the primary key and is retried; a
-/// compare-and-set on the revision it had before the batch otherwise, so
-/// a history can never fork), every event in order, and a notification
-/// per event. Notifications are part of the transaction: delivered only
-/// if, and after, it commits.
+/// Writes a batch's changes in one statement (one round trip, while the
+/// batch holds its rows' locks): each job's final row (a plain INSERT for
+/// a new job, so a racing create fails on the primary key and is retried;
+/// a compare-and-set on the revision it had before the batch otherwise, so
+/// a history can never fork), every event in order, and a notification per
+/// event. Notifications are part of the transaction: delivered only if,
+/// and after, it commits.
 async fn write_changes(
     conn: &mut PgConnection,
     changes: &[Event],
@@ -461,83 +462,51 @@ async fn write_changes(
     let mut changed: Vec<JobId> = changes.iter().map(Event::job_id).collect();
     changed.sort_unstable();
     changed.dedup();
-    let (created, updated): (Vec<JobId>, Vec<JobId>) =
-        changed.into_iter().partition(|id| !before.contains_key(id));
-    let rows = |ids: &[JobId]| -> Result<JobColumns, TxError> {
-        let mut cols = JobColumns::default();
-        for id in ids {
-            let job = after.get(id).ok_or_else(|| {
-                StorageError::Internal(format!("job {id} changed but is not in its batch"))
-            })?;
-            cols.push(job, before.get(id).copied().unwrap_or(0));
-        }
-        Ok(cols)
-    };
-    if !created.is_empty() {
-        let c = rows(&created)?;
-        c.bind(sqlx::query(concat!(
-            "INSERT INTO jobs (",
-            job_columns!(),
-            ") SELECT ",
-            job_columns!(),
-            " FROM ",
-            unnest_jobs!()
-        )))
-        .execute(&mut *conn)
-        .await?;
+    let mut jobs = JobColumns::default();
+    for id in &changed {
+        let job = after.get(id).ok_or_else(|| {
+            StorageError::Internal(format!("job {id} changed but is not in its batch"))
+        })?;
+        // 0: new (a stored job's revision is at least 1).
+        jobs.push(job, before.get(id).copied().unwrap_or(0));
     }
-    if !updated.is_empty() {
-        let c = rows(&updated)?;
-        let written = c
-            .bind(sqlx::query(concat!(
-                "UPDATE jobs SET worker_id = n.worker_id, status = n.status, \
-                   payment_method = n.payment_method, payment_proof = n.payment_proof, \
-                   change_request_reason = n.change_request_reason, \
-                   cancel_reason = n.cancel_reason, revision = n.revision, \
-                   updated_at = n.updated_at FROM ",
-                unnest_jobs!(),
-                " WHERE jobs.job_id = n.job_id AND jobs.revision = n.previous"
-            )))
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        if written != updated.len() as u64 {
-            return Err(StorageError::Internal(format!(
-                "only {written} of {} jobs matched their revision: a job moved while \
-                 the batch was being written",
-                updated.len()
-            ))
-            .into());
-        }
-    }
-    let mut e = EventColumns::default();
+    let mut events = EventColumns::default();
     for event in changes {
-        e.push(event)?;
+        events.push(event)?;
     }
-    sqlx::query(
-        "INSERT INTO job_events \
-         (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
-         SELECT * FROM UNNEST($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $4::TEXT[], $5::TEXT[], \
-           $6::TEXT[], $7::TEXT[], $8::TIMESTAMPTZ[])",
-    )
-    .bind(&e.job_id)
-    .bind(&e.revision)
-    .bind(&e.event)
-    .bind(&e.actor_id)
-    .bind(&e.actor_role)
-    .bind(&e.request_id)
-    .bind(&e.payload)
-    .bind(&e.created_at)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "SELECT pg_notify($1, n.payload) \
-         FROM UNNEST($2::TEXT[]) WITH ORDINALITY AS n (payload, position) ORDER BY n.position",
-    )
-    .bind(EVENTS_CHANNEL)
-    .bind(&e.notification)
-    .execute(&mut *conn)
-    .await?;
+    let query = sqlx::query_as(concat!(
+        "WITH n AS (SELECT * FROM ",
+        unnest_jobs!(),
+        "), created AS (INSERT INTO jobs (",
+        job_columns!(),
+        ") SELECT ",
+        job_columns!(),
+        " FROM n WHERE previous = 0 RETURNING 1), \
+         updated AS (UPDATE jobs SET worker_id = n.worker_id, status = n.status, \
+           payment_method = n.payment_method, payment_proof = n.payment_proof, \
+           change_request_reason = n.change_request_reason, cancel_reason = n.cancel_reason, \
+           revision = n.revision, updated_at = n.updated_at \
+         FROM n WHERE n.previous <> 0 AND jobs.job_id = n.job_id \
+           AND jobs.revision = n.previous RETURNING 1), \
+         events AS (INSERT INTO job_events \
+           (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
+         SELECT * FROM UNNEST($13::BIGINT[], $14::BIGINT[], $15::TEXT[], $16::TEXT[], \
+           $17::TEXT[], $18::TEXT[], $19::TEXT[], $20::TIMESTAMPTZ[]) RETURNING 1), \
+         notified AS (SELECT pg_notify($21, t.payload) \
+         FROM UNNEST($22::TEXT[]) WITH ORDINALITY AS t (payload, position) ORDER BY t.position) \
+         SELECT (SELECT count(*) FROM created) + (SELECT count(*) FROM updated), \
+           (SELECT count(*) FROM events), (SELECT count(*) FROM notified)"
+    ));
+    let (rows, logged, notified): (i64, i64, i64) =
+        events.bind(jobs.bind(query)).fetch_one(&mut *conn).await?;
+    let (want_rows, want_events) = (changed.len() as i64, changes.len() as i64);
+    if (rows, logged, notified) != (want_rows, want_events, want_events) {
+        return Err(StorageError::Internal(format!(
+            "wrote {rows} of {want_rows} job rows, {logged} and {notified} of {want_events} \
+             events and notifications: a job moved while the batch was being written"
+        ))
+        .into());
+    }
     Ok(())
 }
 
@@ -554,7 +523,7 @@ macro_rules! unnest_jobs {
 }
 use unnest_jobs;
 
-type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+type PgQuery<'q> = sqlx::query::QueryAs<'q, Postgres, (i64, i64, i64), PgArguments>;
 
 /// Job rows as column arrays, for `UNNEST`.
 #[derive(Debug, Default)]
@@ -631,6 +600,21 @@ struct EventColumns {
 }
 
 impl EventColumns {
+    /// Binds the events as $13 to $20 and the notifications as $21 and $22.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.job_id)
+            .bind(&self.revision)
+            .bind(&self.event)
+            .bind(&self.actor_id)
+            .bind(&self.actor_role)
+            .bind(&self.request_id)
+            .bind(&self.payload)
+            .bind(&self.created_at)
+            .bind(EVENTS_CHANNEL)
+            .bind(&self.notification)
+    }
+
     fn push(&mut self, event: &Event) -> Result<(), StorageError> {
         self.job_id.push(event.job_id().get());
         self.revision.push(event.revision());
