@@ -5,14 +5,18 @@ use crate::auth::AuthError;
 use crate::domain::{DomainError, JobId};
 use crate::storage::StorageError;
 
+///
+/// The two largest variants are boxed: every watch stream's state holds
+/// room for an `AppError` in several places for its whole life, and they
+/// are rare. 32 bytes instead of 64.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AppError {
     /// The state machine refused: see each variant for its code.
     #[error(transparent)]
-    Domain(#[from] DomainError),
+    Domain(Box<DomainError>),
     /// The database failed: UNAVAILABLE, or INTERNAL (details logged only).
     #[error(transparent)]
-    Storage(StorageError),
+    Storage(Box<StorageError>),
     /// UNAUTHENTICATED, or PERMISSION_DENIED for a user token on an admin call.
     #[error(transparent)]
     Auth(#[from] AuthError),
@@ -36,11 +40,17 @@ pub enum AppError {
     ShuttingDown { job: JobId, revision: i64 },
 }
 
+impl From<DomainError> for AppError {
+    fn from(err: DomainError) -> Self {
+        AppError::Domain(Box::new(err))
+    }
+}
+
 impl From<StorageError> for AppError {
     fn from(err: StorageError) -> Self {
         match err {
-            StorageError::Rejected(refusal) => AppError::Domain(refusal),
-            other => AppError::Storage(other),
+            StorageError::Rejected(refusal) => refusal.into(),
+            other => AppError::Storage(Box::new(other)),
         }
     }
 }

@@ -13,7 +13,7 @@ impl From<AppError> for Status {
     fn from(err: AppError) -> Self {
         let message = err.to_string();
         let code = match &err {
-            AppError::Domain(d) => match d {
+            AppError::Domain(d) => match &**d {
                 DomainError::InvalidArgument { .. } => Code::InvalidArgument,
                 DomainError::NotFound(_) => Code::NotFound,
                 DomainError::NoAccess(_) | DomainError::WrongRole { .. } => Code::PermissionDenied,
@@ -21,9 +21,9 @@ impl From<AppError> for Status {
                 DomainError::FailedPrecondition { .. } => Code::FailedPrecondition,
                 DomainError::RevisionMismatch { .. } => Code::Aborted,
             },
-            AppError::Storage(s) => match s {
+            AppError::Storage(s) => match &**s {
                 StorageError::Rejected(refusal) => {
-                    return AppError::Domain(refusal.clone()).into();
+                    return AppError::from(refusal.clone()).into();
                 }
                 StorageError::Unavailable(detail) => {
                     // The detail may name hosts, users or SQL: log it only.
