@@ -104,7 +104,8 @@ async fn spawn(opts: Opts) -> Server {
         jwt: jwt(),
         heartbeat: opts.heartbeat,
         store: StoreOptions::default(),
-        watch_buffer: 256,
+        // The shipped default.
+        watch_buffer: 16,
         serve: ServeOptions {
             cors: opts.cors,
             tls: opts.tls,

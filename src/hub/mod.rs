@@ -47,15 +47,21 @@ struct Topic {
     subscribers: usize,
 }
 
+/// The least a WatchMyJobs stream may fall behind: one user's stream
+/// carries the events of all their jobs, so it needs more room than one
+/// job's watcher, and there is one per connected user, not per job.
+const MIN_USER_BUFFER: usize = 256;
+
 impl Hub {
     /// `capacity` is how many events a watcher may fall behind before it
-    /// lags and has to be caught up from the log.
+    /// lags and has to be caught up from the log (at least
+    /// `MIN_USER_BUFFER` for WatchMyJobs streams).
     pub fn new(capacity: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
                 topics: Mutex::new(HashMap::new()),
                 capacity: capacity.max(1),
-                users: users::UserHub::new(capacity),
+                users: users::UserHub::new(capacity.max(MIN_USER_BUFFER)),
             }),
         }
     }

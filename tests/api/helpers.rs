@@ -89,7 +89,8 @@ impl Default for TestOptions {
     fn default() -> Self {
         Self {
             heartbeat: Duration::from_secs(15),
-            watch_buffer: 256,
+            // The shipped default (`--watch-buffer`).
+            watch_buffer: 16,
             store: StoreOptions {
                 // Several servers run at once on one PostgreSQL; keep each
                 // one's share of its connections small.
