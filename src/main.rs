@@ -105,7 +105,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             listener_backoff_max: Duration::from_millis(args.listener_backoff_max_ms),
             ..StoreOptions::default()
         },
-        watch_buffer: usize::try_from(args.watch_buffer).unwrap_or(256),
+        watch_buffer: usize::try_from(args.watch_buffer).unwrap_or(16),
         serve: ServeOptions {
             max_concurrent_streams: args.max_concurrent_streams,
             cors,
