@@ -39,6 +39,9 @@ pub const MAX_LISTED_JOBS: u32 = 1000;
 /// The most entries `after_revisions` may have.
 pub const MAX_RESUME_ENTRIES: usize = 10_000;
 
+/// How many resumed jobs one lookup reads.
+const LOOKUP_CHUNK: usize = 1000;
+
 /// How many events one catch-up read takes from the log.
 const CATCH_UP_PAGE: u32 = 256;
 
@@ -191,8 +194,17 @@ impl Jobs {
             // what happened since is sent.
             let mut unlisted: Vec<(JobId, i64)> = resumed.into_iter().collect();
             unlisted.sort_unstable();
+            // Read in a few queries, not one per job: a client may resume
+            // up to MAX_RESUME_ENTRIES jobs at once.
+            let ids: Vec<JobId> = unlisted.iter().map(|(id, _)| *id).collect();
+            let mut found: HashMap<JobId, Box<Job>> = HashMap::new();
+            for chunk in ids.chunks(LOOKUP_CHUNK) {
+                for job in Box::pin(this.store().jobs_by_ids(chunk)).await? {
+                    found.insert(job.id, Box::new(job));
+                }
+            }
             for (id, seen) in unlisted {
-                match Box::pin(job_boxed(&this, id)).await? {
+                match found.remove(&id) {
                     Some(job) if job.role_of(&user).is_some() => {
                         if seen == job.revision && job.status.is_terminal() {
                             finished.insert(id);

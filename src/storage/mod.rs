@@ -163,6 +163,15 @@ impl Store {
         }
     }
 
+    /// The jobs among `ids` that exist, in no particular order, read with
+    /// one query (WatchMyJobs looks up resumed jobs outside its listing).
+    pub async fn jobs_by_ids(&self, ids: &[JobId]) -> Result<Vec<Job>, StorageError> {
+        match self {
+            Store::Sqlite(s) => s.jobs_by_ids(ids).await,
+            Store::Postgres(s) => s.jobs_by_ids(ids).await,
+        }
+    }
+
     /// Jobs where `user` is the client or the assigned worker, ordered by
     /// job id, at most `limit` (WatchMyJobs). Both indexes on `jobs` serve it.
     pub async fn jobs_of_user(&self, user: &str, limit: u32) -> Result<Vec<Job>, StorageError> {

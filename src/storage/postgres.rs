@@ -193,6 +193,23 @@ impl PostgresStore {
         payloads.iter().map(|p| codec::decode_event(p)).collect()
     }
 
+    pub async fn jobs_by_ids(&self, ids: &[JobId]) -> Result<Vec<Job>, StorageError> {
+        let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+        let mut conn = self.acquire().await?;
+        sqlx::query_as::<_, JobRow>(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE job_id = ANY($1)"
+        ))
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error)?
+        .into_iter()
+        .map(Job::try_from)
+        .collect()
+    }
+
     /// Jobs where `user` is the client or the assigned worker: unfinished
     /// ones first, then the most recently updated (so a `limit` keeps the
     /// jobs a user is likely to care about).

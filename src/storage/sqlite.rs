@@ -148,6 +148,23 @@ impl SqliteStore {
         payloads.iter().map(|p| codec::decode_event(p)).collect()
     }
 
+    pub async fn jobs_by_ids(&self, ids: &[JobId]) -> Result<Vec<Job>, StorageError> {
+        let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
+        let ids = serde_json::to_string(&ids)
+            .map_err(|e| StorageError::Internal(format!("cannot list job ids: {e}")))?;
+        sqlx::query_as::<_, JobRow>(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE job_id IN (SELECT value FROM json_each(?))"
+        ))
+        .bind(ids)
+        .fetch_all(&self.inner.reads)
+        .await?
+        .into_iter()
+        .map(Job::try_from)
+        .collect()
+    }
+
     /// Jobs where `user` is the client or the assigned worker: unfinished
     /// first, then most recently updated.
     pub async fn jobs_of_user(&self, user: &str, limit: u32) -> Result<Vec<Job>, StorageError> {
