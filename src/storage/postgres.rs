@@ -195,40 +195,43 @@ impl PostgresStore {
 
     pub async fn jobs_by_ids(&self, ids: &[JobId]) -> Result<Vec<Job>, StorageError> {
         let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
-        let mut conn = self.acquire().await?;
-        sqlx::query_as::<_, JobRow>(concat!(
+        let query = sqlx::query_as(concat!(
             "SELECT ",
             job_columns!(),
             " FROM jobs WHERE job_id = ANY($1)"
         ))
-        .bind(ids)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_error)?
-        .into_iter()
-        .map(Job::try_from)
-        .collect()
+        .bind(ids);
+        self.fetch_jobs(query).await
     }
 
     /// Jobs where `user` is the client or the assigned worker: unfinished
     /// ones first, then the most recently updated (so a `limit` keeps the
     /// jobs a user is likely to care about).
     pub async fn jobs_of_user(&self, user: &str, limit: u32) -> Result<Vec<Job>, StorageError> {
-        let mut conn = self.acquire().await?;
-        sqlx::query_as::<_, JobRow>(concat!(
+        let query = sqlx::query_as(concat!(
             "SELECT ",
             job_columns!(),
             " FROM jobs WHERE client_id = $1 OR worker_id = $1 \
              ORDER BY (status IN ('completed', 'cancelled')), updated_at DESC, job_id LIMIT $2"
         ))
         .bind(user)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(db_error)?
-        .into_iter()
-        .map(Job::try_from)
-        .collect()
+        .bind(i64::from(limit));
+        self.fetch_jobs(query).await
+    }
+
+    /// Runs a query for job rows on a pooled connection and decodes them.
+    async fn fetch_jobs(
+        &self,
+        query: sqlx::query::QueryAs<'_, Postgres, JobRow, PgArguments>,
+    ) -> Result<Vec<Job>, StorageError> {
+        let mut conn = self.acquire().await?;
+        query
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(Job::try_from)
+            .collect()
     }
 
     /// The events named by `(job, revision)` pairs (what notifications
