@@ -27,6 +27,7 @@ crate::backend_tests!(
     a_worker_assigned_later_may_replay_the_whole_log,
     resuming_a_finished_job_at_its_last_revision_ends_cleanly,
     watch_my_jobs_stops_tracking_a_job_once_its_terminal_event_is_sent,
+    watch_my_jobs_looks_up_resumed_jobs_beyond_its_listing,
 );
 
 /// Drives job `id` through `n` transitions (alternating MarkComplete and
@@ -445,4 +446,80 @@ async fn watch_my_jobs_stops_tracking_a_job_once_its_terminal_event_is_sent(back
     let tracked = app.jobs.hub().users().watched().1;
     assert!(!tracked.contains(&one), "a cancelled job is not tracked");
     assert!(tracked.contains(&two), "an open job still is");
+}
+
+/// A resume map names jobs the listing does not show: one of the caller's
+/// beyond the listing's cap (caught up from the log), another user's job
+/// and a job that does not exist (both leave, saying nothing more).
+async fn watch_my_jobs_looks_up_resumed_jobs_beyond_its_listing(backend: Backend) {
+    use futures_util::StreamExt;
+    use jobstatus::grpc::pb::watch_my_jobs_response::Kind as MyKind;
+
+    let app = TestApp::spawn(backend).await;
+    let limit = i64::from(jobstatus::my_jobs::MAX_LISTED_JOBS);
+    // Created first and then finished (cancelled): the listing puts
+    // unfinished jobs first, so this one falls beyond its cap.
+    let beyond = 50_000;
+    app.create_job(beyond).await;
+    let admin = app.admin().await;
+    admin
+        .clone()
+        .cancel_job(pb::CancelJobRequest {
+            job_id: beyond,
+            reason: "not needed".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("cancel");
+    futures_util::stream::iter(1..=limit)
+        .map(|id| {
+            let mut admin = admin.clone();
+            async move {
+                admin
+                    .create_job(pb::CreateJobRequest {
+                        job_id: id,
+                        client_id: CLIENT.into(),
+                        worker_id: WORKER.into(),
+                        request_id: String::new(),
+                    })
+                    .await
+                    .expect("create")
+            }
+        })
+        .buffer_unordered(64)
+        .collect::<Vec<_>>()
+        .await;
+    app.create_job_with(60_000, STRANGER, OTHER_WORKER).await;
+
+    let after: std::collections::HashMap<i64, i64> = (1..=limit)
+        .map(|id| (id, 1))
+        .chain([(beyond, 1), (60_000, 1), (70_000, 1)])
+        .collect();
+    let mut stream = app
+        .client(CLIENT)
+        .await
+        .watch_my_jobs(pb::WatchMyJobsRequest {
+            after_revisions: after,
+        })
+        .await
+        .expect("WatchMyJobs opens")
+        .into_inner();
+    let mut seen = Vec::new();
+    loop {
+        let kind = tokio::time::timeout(PATIENCE, stream.message())
+            .await
+            .expect("in time")
+            .expect("a message")
+            .expect("the stream goes on")
+            .kind
+            .expect("a kind");
+        match kind {
+            MyKind::Heartbeat(_) => break,
+            MyKind::Event(e) => seen.push(format!("event {} r{}", e.job_id, e.revision)),
+            MyKind::Snapshot(s) => seen.push(format!("snapshot {}", s.job.expect("job").job_id)),
+            MyKind::Left(l) => seen.push(format!("left {} r{}", l.job_id, l.revision)),
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, ["event 50000 r2", "left 60000 r0", "left 70000 r0"]);
 }
