@@ -21,7 +21,13 @@ pub fn generate_secret() -> String {
 }
 
 /// Creates the demo job unless it exists, then prints how to use it.
-pub async fn prepare(jobs: &Jobs, jwt: &JwtSettings, addr: SocketAddr) -> Result<(), AppError> {
+/// `tls`: the server speaks TLS, so the hints must not say `-plaintext`.
+pub async fn prepare(
+    jobs: &Jobs,
+    jwt: &JwtSettings,
+    addr: SocketAddr,
+    tls: bool,
+) -> Result<(), AppError> {
     let service = Caller::Service(ServiceId::parse("service", DEMO_SERVICE)?);
     let request = Request {
         job_id: JobId::new(DEMO_JOB)?,
@@ -46,6 +52,13 @@ pub async fn prepare(jobs: &Jobs, jwt: &JwtSettings, addr: SocketAddr) -> Result
     let worker = token(DEMO_WORKER, TokenKind::User)?;
     let stranger = token(DEMO_STRANGER, TokenKind::User)?;
     let admin = token(DEMO_SERVICE, TokenKind::Service)?;
+    // A dev certificate is usually self-signed: -insecure skips checking it
+    // (-cacert <file> checks it instead).
+    let (grpcurl, scheme) = if tls {
+        ("grpcurl -insecure", "https")
+    } else {
+        ("grpcurl -plaintext", "http")
+    };
     println!(
         "\njobstatus --dev on {addr}: demo job {DEMO_JOB} is {status} at revision {revision}\n\
          tokens (valid 12h, this run's secret only):\n\
@@ -53,10 +66,10 @@ pub async fn prepare(jobs: &Jobs, jwt: &JwtSettings, addr: SocketAddr) -> Result
          export WORKER_TOKEN={worker}\n\
          export STRANGER_TOKEN={stranger}\n\
          export SERVICE_TOKEN={admin}\n\
-         try:\n  grpcurl -plaintext {addr} list\n  \
-         grpcurl -plaintext -H \"authorization: Bearer $CLIENT_TOKEN\" -d '{{\"job_id\": {DEMO_JOB}}}' {addr} jobstatus.v1.JobService/WatchJob\n\
+         try:\n  {grpcurl} {addr} list\n  \
+         {grpcurl} -H \"authorization: Bearer $CLIENT_TOKEN\" -d '{{\"job_id\": {DEMO_JOB}}}' {addr} jobstatus.v1.JobService/WatchJob\n\
          browser demo page: (cd web && npm ci && npm run dev), then open\n  \
-         http://localhost:5173/?api=http://{addr}&job={DEMO_JOB} and paste a token\n",
+         http://localhost:5173/?api={scheme}://{addr}&job={DEMO_JOB} and paste a token\n",
         status = job.status,
         revision = job.revision,
     );

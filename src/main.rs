@@ -92,6 +92,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         },
         _ => None,
     };
+    let speaks_tls = tls.is_some();
     let settings = Settings {
         listen: args.listen,
         database_url: args.database_url(),
@@ -122,7 +123,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     if args.dev
-        && let Err(e) = dev::prepare(app.jobs(), &jwt, app.local_addr()).await
+        && let Err(e) = dev::prepare(app.jobs(), &jwt, app.local_addr(), speaks_tls).await
     {
         tracing::error!("cannot prepare the demo job: {e}");
         return ExitCode::FAILURE;
