@@ -137,11 +137,9 @@ async fn health_and_reflection_answer_without_a_token(backend: Backend) {
     }
 }
 
-/// grpcurl, the tool the README's examples use, against the real server.
-/// Skipped (loudly) where grpcurl is not installed, unless
-/// JOBSTATUS_REQUIRE_GRPCURL=1 (set by .ci/run) makes it required.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn grpcurl_lists_and_calls_the_services() {
+/// Whether grpcurl is installed. Where it is not, says that `what` is
+/// skipped, or fails if JOBSTATUS_REQUIRE_GRPCURL=1 (set by .ci/run).
+fn grpcurl_available(what: &str) -> bool {
     let found = std::process::Command::new("grpcurl")
         .arg("-version")
         .output()
@@ -151,7 +149,17 @@ async fn grpcurl_lists_and_calls_the_services() {
             std::env::var("JOBSTATUS_REQUIRE_GRPCURL").is_err(),
             "grpcurl is required (JOBSTATUS_REQUIRE_GRPCURL is set) but not installed"
         );
-        eprintln!("SKIPPED grpcurl_lists_and_calls_the_services: grpcurl is not installed");
+        eprintln!("SKIPPED {what}: grpcurl is not installed");
+    }
+    found
+}
+
+/// grpcurl, the tool the README's examples use, against the real server.
+/// Skipped (loudly) where grpcurl is not installed, unless
+/// JOBSTATUS_REQUIRE_GRPCURL=1 (set by .ci/run) makes it required.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcurl_lists_and_calls_the_services() {
+    if !grpcurl_available("grpcurl_lists_and_calls_the_services") {
         return;
     }
     let app = TestApp::spawn(Backend::Sqlite).await;
@@ -299,4 +307,89 @@ async fn the_binary_serves_and_drains_on_sigterm() {
         .expect("exits after draining")
         .expect("wait");
     assert!(status.success(), "graceful exit, got {status}");
+}
+
+/// `serve --dev` prints grpcurl hints that work as printed: plain text
+/// without TLS, and with `--tls-cert` hints for a TLS port. The printed
+/// `list` command is run when grpcurl is installed (required in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_dev_prints_grpcurl_hints_that_work() {
+    use tokio::io::AsyncBufReadExt;
+
+    let grpcurl = grpcurl_available("serve_dev_prints_grpcurl_hints_that_work (running the hint)");
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+
+    for tls in [false, true] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let db = format!(
+            "sqlite://{}",
+            dir.path().join(format!("dev-{tls}.db")).display()
+        );
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobstatus"));
+        cmd.args(["serve", "--dev", "--listen", &addr, "--database-url", &db])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if tls {
+            cmd.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
+        }
+        let mut server = cmd.spawn().expect("server starts");
+        let mut lines = tokio::io::BufReader::new(server.stdout.take().expect("stdout")).lines();
+        let mut hints = Vec::new();
+        tokio::time::timeout(PATIENCE, async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                let done = line.contains("api=");
+                hints.push(line);
+                if done {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("the hints are printed");
+        let text = hints.join("\n");
+        let (flag, scheme) = if tls {
+            ("grpcurl -insecure", "api=https://")
+        } else {
+            ("grpcurl -plaintext", "api=http://")
+        };
+        assert!(text.contains(flag) && text.contains(scheme), "{text}");
+        if tls {
+            assert!(!text.contains("-plaintext"), "{text}");
+        }
+        if grpcurl {
+            let list = hints
+                .iter()
+                .map(|l| l.trim())
+                .find(|l| l.starts_with("grpcurl") && l.ends_with(" list"))
+                .expect("a grpcurl list hint")
+                .to_owned();
+            let out = tokio::task::spawn_blocking(move || {
+                let mut words = list.split_whitespace();
+                let program = words.next().expect("program");
+                std::process::Command::new(program)
+                    .args(words)
+                    .output()
+                    .expect("grpcurl runs")
+            })
+            .await
+            .expect("join");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("jobstatus.v1.JobService"),
+                "tls={tls}: {stdout} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        server.kill().await.expect("stop the server");
+    }
 }
