@@ -435,7 +435,7 @@ mod tests {
         let stream = jobs.watch_my_jobs(identity, HashMap::new());
         let size = std::mem::size_of_val(&stream);
         eprintln!("WatchMyJobs stream state: {size} bytes");
-        // 1888 bytes when written (5088 with store futures and jobs inline).
+        // 1976 bytes when written (5088 with store futures and jobs inline).
         assert!(
             size <= 2048,
             "a WatchMyJobs stream's state grew to {size} bytes"
