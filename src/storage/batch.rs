@@ -1,11 +1,14 @@
-//! What both backends' batching writers share: deciding a batch of
-//! requests in memory, in order, against the batch's view of the database
-//! (pure: a batch decides exactly as its requests would one by one), and
-//! keeping one request's failure from failing the rest of its batch. No
-//! database code here: the backends bring their own transaction.
+//! What both backends' batching writers share: queueing a change for a
+//! writer and answering it, deciding a batch of requests in memory, in
+//! order, against the batch's view of the database (pure: a batch decides
+//! exactly as its requests would one by one), and keeping one request's
+//! failure from failing the rest of its batch. No database code here: the
+//! backends bring their own transaction.
 
 use std::collections::HashMap;
 use std::future::Future;
+
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Outcome, StorageError, codec};
 use crate::domain::{Decision, DomainError, Event, Job, JobId, Request, decide};
@@ -78,11 +81,47 @@ pub(super) trait CommitBatch {
     ) -> impl Future<Output = Result<Vec<Result<Outcome, StorageError>>, StorageError>> + Send;
 }
 
+/// Where a writer sends one request's answer.
+pub(super) type Reply = oneshot::Sender<Result<Outcome, StorageError>>;
+
+/// Queues a change for a backend's writer (`op` wraps the reply channel in
+/// that backend's queue message) and waits for its answer.
+pub(super) async fn submit<Op>(
+    writes: &mpsc::Sender<Op>,
+    op: impl FnOnce(Reply) -> Op,
+) -> Result<Outcome, StorageError> {
+    let (reply, answer) = oneshot::channel();
+    let shutting_down = || StorageError::Unavailable("the server is shutting down".into());
+    writes.send(op(reply)).await.map_err(|_| shutting_down())?;
+    answer.await.map_err(|_| shutting_down())?
+}
+
+/// Commits a batch (see [`commit_isolating`]) and sends every request its
+/// answer. A caller that went away (a cancelled RPC) is not told; its
+/// change stands.
+pub(super) async fn commit_and_answer<C: CommitBatch + Send>(
+    backend: &mut C,
+    requests: &[Request],
+    replies: Vec<Reply>,
+) {
+    let started = std::time::Instant::now();
+    let results = commit_isolating(backend, requests).await;
+    // How full and how slow batches are: what bounds write throughput.
+    tracing::debug!(
+        changes = requests.len(),
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "batch committed"
+    );
+    for (reply, result) in replies.into_iter().zip(results) {
+        let _ = reply.send(result);
+    }
+}
+
 /// Commits `requests` as one batch. If the batch fails for any reason but
 /// the database being unavailable (which would fail each request alike),
 /// each request is committed alone, so that one request's trouble (a
 /// corrupt row, say) is that request's answer and nobody else's.
-pub(super) async fn commit_isolating<C: CommitBatch + Send>(
+async fn commit_isolating<C: CommitBatch + Send>(
     backend: &mut C,
     requests: &[Request],
 ) -> Vec<Result<Outcome, StorageError>> {

@@ -29,11 +29,13 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres};
 
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::batch::{Answered, BatchJobs, CommitBatch, commit_isolating, decide_all};
+use super::batch::{
+    Answered, BatchJobs, CommitBatch, Reply, commit_and_answer, decide_all, submit,
+};
 use super::codec::{self, JobRow, job_columns};
 use super::{Outcome, StorageError, StoreOptions};
 use crate::domain::{DomainError, Event, Job, JobId, Request};
@@ -78,7 +80,7 @@ struct Inner {
 #[derive(Debug)]
 struct WriteOp {
     request: Request,
-    reply: oneshot::Sender<Result<Outcome, StorageError>>,
+    reply: Reply,
 }
 
 impl PostgresStore {
@@ -148,14 +150,7 @@ impl PostgresStore {
     /// Queues `request` for this replica's writers and waits for its
     /// commit (or refusal).
     pub async fn execute(&self, request: Request) -> Result<Outcome, StorageError> {
-        let (reply, answer) = oneshot::channel();
-        let shutting_down = || StorageError::Unavailable("the server is shutting down".into());
-        self.inner
-            .writes
-            .send(WriteOp { request, reply })
-            .await
-            .map_err(|_| shutting_down())?;
-        answer.await.map_err(|_| shutting_down())?
+        submit(&self.inner.writes, |reply| WriteOp { request, reply }).await
     }
 
     pub async fn get_job(&self, id: JobId) -> Result<Option<Job>, StorageError> {
@@ -297,16 +292,18 @@ impl PostgresStore {
         self.inner.listen.close().await;
     }
 
-    /// A pooled connection. Failing to get one means the database cannot be
-    /// reached (or refuses us: down, restarting, role blocked, pool
-    /// exhausted for `busy_timeout`), which is always "try again later".
     async fn acquire(&self) -> Result<PoolConnection<Postgres>, StorageError> {
-        self.inner
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| StorageError::Unavailable(e.to_string()))
+        acquire(&self.inner.pool).await
     }
+}
+
+/// A pooled connection. Failing to get one means the database cannot be
+/// reached (or refuses us: down, restarting, role blocked, pool exhausted
+/// for `busy_timeout`), which is always "try again later".
+async fn acquire(pool: &PgPool) -> Result<PoolConnection<Postgres>, StorageError> {
+    pool.acquire()
+        .await
+        .map_err(|e| StorageError::Unavailable(e.to_string()))
 }
 
 /// Why one attempt at a change failed: a database error (which may be a
@@ -361,11 +358,7 @@ async fn run_writer(
         }
         let (requests, replies): (Vec<Request>, Vec<_>) =
             batch.drain(..).map(|op| (op.request, op.reply)).unzip();
-        let results = commit_isolating(&mut pool, &requests).await;
-        for (reply, result) in replies.into_iter().zip(results) {
-            // The caller may have gone (cancelled RPC); the change stands.
-            let _ = reply.send(result);
-        }
+        commit_and_answer(&mut pool, &requests, replies).await;
     }
 }
 
@@ -387,10 +380,7 @@ async fn commit_with_retries(
 ) -> Result<Vec<Result<Outcome, StorageError>>, StorageError> {
     let mut attempt = 1;
     loop {
-        let mut conn = pool
-            .acquire()
-            .await
-            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        let mut conn = acquire(pool).await?;
         match apply_batch(&mut conn, requests).await {
             Ok(results) => return Ok(results),
             Err(TxError::Sqlx(err)) if is_lost_race(&err) && attempt < MAX_ATTEMPTS => {
@@ -545,17 +535,17 @@ use unnest_jobs;
 
 type PgQuery<'q> = sqlx::query::QueryAs<'q, Postgres, (i64, i64, i64), PgArguments>;
 
-/// Job rows as column arrays, for `UNNEST`.
+/// Job rows as column arrays, for `UNNEST`, borrowing from the batch.
 #[derive(Debug, Default)]
-struct JobColumns {
+struct JobColumns<'a> {
     job_id: Vec<i64>,
-    client_id: Vec<String>,
-    worker_id: Vec<Option<String>>,
+    client_id: Vec<&'a str>,
+    worker_id: Vec<Option<&'a str>>,
     status: Vec<&'static str>,
     payment_method: Vec<Option<&'static str>>,
-    payment_proof: Vec<Option<String>>,
-    change_request_reason: Vec<Option<String>>,
-    cancel_reason: Vec<Option<String>>,
+    payment_proof: Vec<Option<&'a str>>,
+    change_request_reason: Vec<Option<&'a str>>,
+    cancel_reason: Vec<Option<&'a str>>,
     revision: Vec<i64>,
     created_at: Vec<DateTime<Utc>>,
     updated_at: Vec<DateTime<Utc>>,
@@ -563,7 +553,7 @@ struct JobColumns {
     previous: Vec<i64>,
 }
 
-impl JobColumns {
+impl<'a> JobColumns<'a> {
     /// Binds every column as $1 to $12, as [`unnest_jobs`] reads them.
     fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         query
@@ -581,23 +571,20 @@ impl JobColumns {
             .bind(&self.previous)
     }
 
-    fn push(&mut self, job: &Job, previous: i64) {
+    fn push(&mut self, job: &'a Job, previous: i64) {
         self.job_id.push(job.id.get());
-        self.client_id.push(job.client_id.as_str().to_owned());
+        self.client_id.push(job.client_id.as_str());
         self.worker_id
-            .push(job.worker_id.as_ref().map(|w| w.as_str().to_owned()));
+            .push(job.worker_id.as_ref().map(|w| w.as_str()));
         self.status.push(job.status.as_str());
         self.payment_method
             .push(job.payment_method.map(|m| m.as_str()));
         self.payment_proof
-            .push(job.payment_proof.as_ref().map(|p| p.as_str().to_owned()));
-        self.change_request_reason.push(
-            job.change_request_reason
-                .as_ref()
-                .map(|r| r.as_str().to_owned()),
-        );
+            .push(job.payment_proof.as_ref().map(|p| p.as_str()));
+        self.change_request_reason
+            .push(job.change_request_reason.as_ref().map(|r| r.as_str()));
         self.cancel_reason
-            .push(job.cancel_reason.as_ref().map(|r| r.as_str().to_owned()));
+            .push(job.cancel_reason.as_ref().map(|r| r.as_str()));
         self.revision.push(job.revision);
         self.created_at.push(job.created_at);
         self.updated_at.push(job.updated_at);
@@ -605,21 +592,22 @@ impl JobColumns {
     }
 }
 
-/// Event rows as column arrays, for `UNNEST`, with their notifications.
+/// Event rows as column arrays, for `UNNEST`, with their notifications,
+/// borrowing from the batch.
 #[derive(Debug, Default)]
-struct EventColumns {
+struct EventColumns<'a> {
     job_id: Vec<i64>,
     revision: Vec<i64>,
     event: Vec<&'static str>,
-    actor_id: Vec<String>,
+    actor_id: Vec<&'a str>,
     actor_role: Vec<&'static str>,
-    request_id: Vec<Option<String>>,
+    request_id: Vec<Option<&'a str>>,
     payload: Vec<String>,
     created_at: Vec<DateTime<Utc>>,
     notification: Vec<String>,
 }
 
-impl EventColumns {
+impl<'a> EventColumns<'a> {
     /// Binds the events as $13 to $20 and the notifications as $21 and $22.
     fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         query
@@ -635,14 +623,14 @@ impl EventColumns {
             .bind(&self.notification)
     }
 
-    fn push(&mut self, event: &Event) -> Result<(), StorageError> {
+    fn push(&mut self, event: &'a Event) -> Result<(), StorageError> {
         self.job_id.push(event.job_id().get());
         self.revision.push(event.revision());
         self.event.push(event.kind.as_str());
-        self.actor_id.push(event.actor_id.clone());
+        self.actor_id.push(&event.actor_id);
         self.actor_role.push(codec::role_str(event.actor_role));
         self.request_id
-            .push(event.request_id.as_ref().map(|r| r.as_str().to_owned()));
+            .push(event.request_id.as_ref().map(|r| r.as_str()));
         self.payload.push(codec::encode_event(event)?);
         self.created_at.push(event.at());
         self.notification

@@ -22,7 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::batch::{Answered, BatchJobs, CommitBatch, commit_isolating, decide_all};
+use super::batch::{
+    Answered, BatchJobs, CommitBatch, Reply, commit_and_answer, decide_all, submit,
+};
 use super::codec::{self, JobRow, job_columns};
 use super::{Outcome, StorageError, StoreOptions};
 use crate::domain::{Event, Job, JobId, Request};
@@ -49,7 +51,7 @@ struct Inner {
 enum WriteOp {
     Execute {
         request: Request,
-        reply: oneshot::Sender<Result<Outcome, StorageError>>,
+        reply: Reply,
     },
     /// Health checking: can the writer take the write lock right now?
     Ping {
@@ -107,14 +109,11 @@ impl SqliteStore {
     }
 
     pub async fn execute(&self, request: Request) -> Result<Outcome, StorageError> {
-        let (reply, answer) = oneshot::channel();
-        let shutting_down = || StorageError::Unavailable("the server is shutting down".into());
-        self.inner
-            .writes
-            .send(WriteOp::Execute { request, reply })
-            .await
-            .map_err(|_| shutting_down())?;
-        answer.await.map_err(|_| shutting_down())?
+        submit(&self.inner.writes, |reply| WriteOp::Execute {
+            request,
+            reply,
+        })
+        .await
     }
 
     pub async fn get_job(&self, id: JobId) -> Result<Option<Job>, StorageError> {
@@ -241,18 +240,7 @@ async fn run_writer(
         if requests.is_empty() {
             continue;
         }
-        let started = std::time::Instant::now();
-        let results = commit_isolating(&mut conn, &requests).await;
-        // How full and how slow batches are: what bounds write throughput.
-        tracing::debug!(
-            changes = requests.len(),
-            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            "batch committed"
-        );
-        for (reply, result) in replies.into_iter().zip(results) {
-            // The caller may have gone (cancelled RPC); the change stands.
-            let _ = reply.send(result);
-        }
+        commit_and_answer(&mut conn, &requests, replies).await;
     }
     if let Err(err) = conn.close().await {
         tracing::warn!(error = %err, "closing the SQLite writer connection failed");
