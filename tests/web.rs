@@ -376,11 +376,31 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn frame(message: &impl Message) -> Vec<u8> {
-    let payload = message.encode_to_vec();
+    frame_bytes(&message.encode_to_vec())
+}
+
+/// A grpc-web data frame around an already encoded message.
+fn frame_bytes(payload: &[u8]) -> Vec<u8> {
     let mut out = vec![0u8];
     out.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
-    out.extend_from_slice(&payload);
+    out.extend_from_slice(payload);
     out
+}
+
+/// GetJob over grpc-web binary on a new HTTP/1.1 connection, answered OK.
+async fn get_job_over_http1(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> pb::Job {
+    let mut response = Http1::send(
+        addr,
+        "POST",
+        "/jobstatus.v1.JobService/GetJob",
+        headers,
+        body,
+    )
+    .await;
+    assert_eq!(response.status, 200);
+    let (flag, payload) = response.next_frame().await.expect("data frame");
+    assert_eq!(flag, 0);
+    pb::Job::decode(payload.as_slice()).expect("a Job")
 }
 
 fn take_frame(buf: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
@@ -485,6 +505,64 @@ async fn grpc_web_binary_over_http1_answers_unary_calls_and_errors() {
         }
     };
     assert_eq!(status, (Code::PermissionDenied as i32).to_string());
+    server.stop().await;
+}
+
+/// HTTP/1.1 connections read into at most 8 KiB (what keeps an idle
+/// browser watch small): a request head that fits is served, a body larger
+/// than the buffer streams through it, and a head that does not fit is
+/// refused at once rather than left hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_requests_are_read_through_a_bounded_buffer() {
+    let mut server = spawn(Opts::default()).await;
+    let channel = server.channel().await;
+    create_job(&channel, 1, CLIENT, WORKER).await;
+    let bearer = format!("Bearer {}", token(CLIENT));
+
+    // A head just under 8 KiB (a token and a large cookie, say).
+    let cookie = "c".repeat(7 * 1024);
+    let mut headers = grpc_web_headers(&bearer, "application/grpc-web+proto");
+    headers.push(("cookie", &cookie));
+    let body = frame(&pb::GetJobRequest { job_id: 1 });
+    assert_eq!(
+        get_job_over_http1(server.addr, &headers, &body)
+            .await
+            .job_id,
+        1
+    );
+
+    // A 64 KiB body: the request plus a field this server does not know,
+    // which protobuf skips. It arrives in several reads of the buffer.
+    let mut message = pb::GetJobRequest { job_id: 1 }.encode_to_vec();
+    prost::encoding::bytes::encode(15, &vec![7u8; 64 * 1024], &mut message);
+    let headers = grpc_web_headers(&bearer, "application/grpc-web+proto");
+    let job = get_job_over_http1(server.addr, &headers, &frame_bytes(&message)).await;
+    assert_eq!(job.job_id, 1);
+
+    // A 9 KiB head: refused with 431 and the connection closed. The close
+    // may overtake the answer (the server leaves the rest of the head
+    // unread), so a reset is accepted too; a 200 or silence is not.
+    let cookie = "c".repeat(9 * 1024);
+    let mut socket = TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /jobstatus.v1.JobService/GetJob HTTP/1.1\r\nhost: {}\r\n\
+         content-type: application/grpc-web+proto\r\nauthorization: {bearer}\r\n\
+         cookie: {cookie}\r\ncontent-length: 0\r\n\r\n",
+        server.addr
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, socket.read_to_end(&mut answer))
+        .await
+        .expect("the server answers or closes in time, never hangs");
+    let answer = String::from_utf8_lossy(&answer);
+    match read {
+        Ok(_) => assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+            "a too-large head is refused: {answer}"
+        ),
+        Err(err) => assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}"),
+    }
     server.stop().await;
 }
 

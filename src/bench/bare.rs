@@ -10,14 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures_util::Stream;
+use jobstatus::grpc::listen::{ListenSettings, serve_plain};
 use jobstatus::grpc::pb;
 use pb::job_admin_service_server::{JobAdminService, JobAdminServiceServer};
 use pb::job_service_server::{JobService, JobServiceServer};
 use pb::watch_job_response::Kind;
 use tokio::sync::broadcast;
-use tonic::transport::Server;
+use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
+use tower::ServiceBuilder;
 
 /// Same as the real server's default watch buffer.
 const CHANNEL_CAPACITY: usize = 16;
@@ -296,15 +298,24 @@ pub async fn serve(listen: SocketAddr, max_concurrent_streams: u32) -> Result<()
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(30)));
-    // grpc-web too (browsers over HTTP/1.1), as the real server serves it.
-    Server::builder()
-        .accept_http1(true)
-        .layer(tonic_web::GrpcWebLayer::new())
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .max_concurrent_streams(max_concurrent_streams)
-        .add_service(JobServiceServer::new(bare.clone()))
+    // grpc-web too (browsers over HTTP/1.1), as the real server serves it,
+    // through the same clear-text accept loop.
+    let routes = Routes::new(JobServiceServer::new(bare.clone()))
         .add_service(JobAdminServiceServer::new(bare))
-        .serve_with_incoming_shutdown(incoming, jobstatus::app::shutdown_signal())
-        .await
-        .map_err(|e| format!("bare server failed: {e}"))
+        .prepare();
+    let service = ServiceBuilder::new()
+        .layer(tonic_web::GrpcWebLayer::new())
+        .service(routes);
+    let settings = ListenSettings {
+        keepalive: Duration::from_secs(30),
+        max_concurrent_streams,
+    };
+    serve_plain(
+        incoming,
+        service,
+        settings,
+        jobstatus::app::shutdown_signal(),
+    )
+    .await;
+    Ok(())
 }

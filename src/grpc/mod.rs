@@ -2,12 +2,13 @@
 //! JobService and JobAdminService (behind authentication), standard health
 //! checking and reflection (open) onto one listener. The same port speaks
 //! native gRPC over HTTP/2 and grpc-web over HTTP/1.1 or HTTP/2 ([`web`]),
-//! in clear text or TLS ([`tls`]).
+//! in clear text ([`listen`]) or TLS ([`tls`]).
 
 mod auth;
 mod codec;
 mod convert;
 mod health;
+pub mod listen;
 pub mod pb;
 mod service;
 mod status;
@@ -18,8 +19,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tower::ServiceBuilder;
 
 use crate::auth::Verifier;
 use crate::jobs::Jobs;
@@ -91,28 +94,46 @@ pub async fn serve(
         Authenticate::services_only(verifier),
     );
 
+    let mut routes = RoutesBuilder::default();
+    routes.add_service(health_service);
+    if let Ok(reflection) = reflection_v1 {
+        routes.add_service(reflection);
+    }
+    if let Ok(reflection) = reflection_v1alpha {
+        routes.add_service(reflection);
+    }
+    routes.add_service(job_service).add_service(admin_service);
+    let routes = routes.routes().prepare();
+
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(options.keepalive));
-    let builder = match &options.tls {
-        Some(pem) => Server::builder().tls_config(pem.server_config())?,
-        None => Server::builder(),
-    };
     // grpc-web: browsers over HTTP/1.1 (plain text) or HTTP/2 (TLS); the
     // CORS layer is outermost so it answers preflights before anything else.
-    let result = builder
-        .accept_http1(true)
+    let layers = ServiceBuilder::new()
         .layer(web::cors_layer(&options.cors))
-        .layer(tonic_web::GrpcWebLayer::new())
-        .http2_keepalive_interval(Some(options.keepalive))
-        .max_concurrent_streams(options.max_concurrent_streams)
-        .add_service(health_service)
-        .add_optional_service(reflection_v1.ok())
-        .add_optional_service(reflection_v1alpha.ok())
-        .add_service(job_service)
-        .add_service(admin_service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .layer(tonic_web::GrpcWebLayer::new());
+    let result = match &options.tls {
+        None => {
+            let settings = listen::ListenSettings {
+                keepalive: options.keepalive,
+                max_concurrent_streams: options.max_concurrent_streams,
+            };
+            listen::serve_plain(incoming, layers.service(routes), settings, shutdown).await;
+            Ok(())
+        }
+        Some(pem) => {
+            Server::builder()
+                .tls_config(pem.server_config())?
+                .accept_http1(true)
+                .layer(layers.into_inner())
+                .http2_keepalive_interval(Some(options.keepalive))
+                .max_concurrent_streams(options.max_concurrent_streams)
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
     drop(probe);
     result
 }
