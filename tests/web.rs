@@ -387,16 +387,15 @@ fn frame_bytes(payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A JobService call over grpc-web on a new HTTP/1.1 connection.
+async fn post(addr: SocketAddr, rpc: &str, headers: &[(&str, &str)], body: &[u8]) -> Http1 {
+    let path = format!("/jobstatus.v1.JobService/{rpc}");
+    Http1::send(addr, "POST", &path, headers, body).await
+}
+
 /// GetJob over grpc-web binary on a new HTTP/1.1 connection, answered OK.
 async fn get_job_over_http1(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> pb::Job {
-    let mut response = Http1::send(
-        addr,
-        "POST",
-        "/jobstatus.v1.JobService/GetJob",
-        headers,
-        body,
-    )
-    .await;
+    let mut response = post(addr, "GetJob", headers, body).await;
     assert_eq!(response.status, 200);
     let (flag, payload) = response.next_frame().await.expect("data frame");
     assert_eq!(flag, 0);
@@ -415,6 +414,23 @@ fn take_frame(buf: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
     let payload = buf[5..5 + len].to_vec();
     buf.drain(..5 + len);
     Some((flag, payload))
+}
+
+/// The grpc-status and grpc-message of an answer without a message: in
+/// the headers (trailers-only) or in the trailer frame.
+async fn grpc_status(response: &mut Http1) -> (String, String) {
+    if let Some(code) = response.header("grpc-status") {
+        let message = response.header("grpc-message").unwrap_or_default();
+        return (code.to_owned(), message.to_owned());
+    }
+    let (flag, payload) = response.next_frame().await.expect("trailers");
+    assert_eq!(flag, 0x80);
+    let mut trailers = trailers(&payload);
+    let message = trailers.remove("grpc-message").unwrap_or_default();
+    (
+        trailers.remove("grpc-status").expect("grpc-status"),
+        message,
+    )
 }
 
 /// grpc-web trailers (a frame with the 0x80 flag) as a map.
@@ -495,15 +511,7 @@ async fn grpc_web_binary_over_http1_answers_unary_calls_and_errors() {
     )
     .await;
     assert_eq!(response.status, 200);
-    let status = match response.header("grpc-status") {
-        // Trailers-only answer: the status is in the headers.
-        Some(code) => code.to_owned(),
-        None => {
-            let (flag, payload) = response.next_frame().await.expect("trailers");
-            assert_eq!(flag, 0x80);
-            trailers(&payload)["grpc-status"].clone()
-        }
-    };
+    let (status, _) = grpc_status(&mut response).await;
     assert_eq!(status, (Code::PermissionDenied as i32).to_string());
     server.stop().await;
 }
@@ -562,6 +570,58 @@ async fn http1_requests_are_read_through_a_bounded_buffer() {
             "a too-large head is refused: {answer}"
         ),
         Err(err) => assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}"),
+    }
+    server.stop().await;
+}
+
+/// The caller's deadline (grpc-timeout) is enforced on the server, in the
+/// caller's framing: a browser without a timer of its own still gets
+/// DEADLINE_EXCEEDED when its call is stuck (here: the test holds SQLite's
+/// write lock, and the store would wait a second for it), and a generous
+/// or malformed deadline changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_calls_get_deadline_exceeded_when_their_grpc_timeout_passes() {
+    use sqlx::Connection;
+
+    let mut server = spawn(Opts::default()).await;
+    let channel = server.channel().await;
+    create_job(&channel, 1, CLIENT, WORKER).await;
+    let bearer = format!("Bearer {}", token(WORKER));
+    let body = frame(&pb::MarkCompleteRequest {
+        job_id: 1,
+        request_id: "deadline-1".into(),
+        expected_revision: None,
+    });
+
+    let db = format!("sqlite://{}", server._dir.path().join("web.db").display());
+    let mut lock = sqlx::SqliteConnection::connect(&db).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let mut headers = grpc_web_headers(&bearer, "application/grpc-web+proto");
+    headers.push(("grpc-timeout", "200m"));
+    let mut response = post(server.addr, "MarkComplete", &headers, &body).await;
+    assert_eq!(response.status, 200);
+    let (status, message) = grpc_status(&mut response).await;
+    assert_eq!(
+        status,
+        (Code::DeadlineExceeded as i32).to_string(),
+        "{message}"
+    );
+    assert!(message.contains("request_id"), "{message}");
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+
+    // As the message says, the change went on once the lock was free; the
+    // same request_id answers with it, whatever the deadline.
+    for deadline in ["10S", "bogus"] {
+        let mut headers = grpc_web_headers(&bearer, "application/grpc-web+proto");
+        headers.push(("grpc-timeout", deadline));
+        let mut response = post(server.addr, "MarkComplete", &headers, &body).await;
+        let (flag, payload) = response.next_frame().await.expect("data frame");
+        assert_eq!(flag, 0, "{deadline}: {}", String::from_utf8_lossy(&payload));
+        let job = pb::Job::decode(payload.as_slice()).unwrap();
+        assert_eq!(job.status, pb::JobStatus::AwaitingClientApproval as i32);
     }
     server.stop().await;
 }

@@ -7,6 +7,7 @@
 mod auth;
 mod codec;
 mod convert;
+mod deadline;
 mod health;
 pub mod listen;
 pub mod pb;
@@ -112,7 +113,8 @@ pub async fn serve(
     // CORS layer is outermost so it answers preflights before anything else.
     let layers = ServiceBuilder::new()
         .layer(web::cors_layer(&options.cors))
-        .layer(tonic_web::GrpcWebLayer::new());
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(deadline::DeadlineLayer);
     let result = match &options.tls {
         None => {
             let settings = listen::ListenSettings {
