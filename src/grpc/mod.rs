@@ -110,11 +110,16 @@ pub async fn serve(
         .with_nodelay(Some(true))
         .with_keepalive(Some(options.keepalive));
     // grpc-web: browsers over HTTP/1.1 (plain text) or HTTP/2 (TLS); the
-    // CORS layer is outermost so it answers preflights before anything else.
+    // CORS layer is outermost so it answers preflights before anything else,
+    // and the caller's deadline innermost so its answer is framed for
+    // grpc-web too.
     let layers = ServiceBuilder::new()
         .layer(web::cors_layer(&options.cors))
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(deadline::DeadlineLayer);
+    // Clear text goes through our own accept loop, which bounds HTTP/1.1
+    // buffers (see `listen`); over TLS browsers speak HTTP/2, and tonic's
+    // loop does the handshakes.
     let result = match &options.tls {
         None => {
             let settings = listen::ListenSettings {
