@@ -148,13 +148,12 @@ impl SqliteStore {
     }
 
     pub async fn jobs_by_ids(&self, ids: &[JobId]) -> Result<Vec<Job>, StorageError> {
-        let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
-        let ids = serde_json::to_string(&ids)
+        let ids = distinct_ids(ids.iter().copied())
             .map_err(|e| StorageError::Internal(format!("cannot list job ids: {e}")))?;
         sqlx::query_as::<_, JobRow>(concat!(
             "SELECT ",
             job_columns!(),
-            " FROM jobs WHERE job_id IN (SELECT value FROM json_each(?))"
+            " FROM json_each(?) AS i JOIN jobs ON jobs.job_id = i.value"
         ))
         .bind(ids)
         .fetch_all(&self.inner.reads)
@@ -297,6 +296,18 @@ async fn decide_and_write(
     Ok(results)
 }
 
+/// Job ids as a JSON array without repeats, for `json_each(?) AS i JOIN
+/// jobs ON jobs.job_id = i.value`: one primary-key lookup per id. The
+/// obvious `job_id IN (SELECT value FROM json_each(?))` builds a temporary
+/// b-tree of the ids first (a page cache, pages, and their frees, at every
+/// batch); the join does not, and without repeats it returns each job once.
+fn distinct_ids(ids: impl Iterator<Item = JobId>) -> Result<String, serde_json::Error> {
+    let mut ids: Vec<i64> = ids.map(JobId::get).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    serde_json::to_string(&ids)
+}
+
 /// Opens the batch's write transaction and, in the same round trip, reads
 /// every job `requests` touch and every committed event that already used
 /// one of their request ids (the join is served by the unique index on
@@ -306,7 +317,6 @@ async fn begin_and_read(
     conn: &mut SqliteConnection,
     requests: &[Request],
 ) -> Result<(BatchJobs, Answered), StorageError> {
-    let ids: Vec<i64> = requests.iter().map(|r| r.job_id.get()).collect();
     let pairs: Vec<(&str, &str)> = requests
         .iter()
         .filter_map(|r| Some((r.caller.id(), r.request_id.as_ref()?.as_str())))
@@ -314,13 +324,13 @@ async fn begin_and_read(
     let to_json = |what: &str, e: serde_json::Error| {
         StorageError::Internal(format!("cannot list the batch's {what}: {e}"))
     };
-    let ids = serde_json::to_string(&ids).map_err(|e| to_json("job ids", e))?;
+    let ids = distinct_ids(requests.iter().map(|r| r.job_id)).map_err(|e| to_json("job ids", e))?;
     let pairs = serde_json::to_string(&pairs).map_err(|e| to_json("request ids", e))?;
     let values: Vec<String> = sqlx::query_scalar(concat!(
         "BEGIN IMMEDIATE; ",
         "SELECT json_group_array(json_array(",
         job_columns!(),
-        ")) FROM jobs WHERE job_id IN (SELECT value FROM json_each(?)); ",
+        ")) FROM json_each(?) AS i JOIN jobs ON jobs.job_id = i.value; ",
         "SELECT json_group_array(json_array(e.actor_id, e.request_id, e.payload)) \
          FROM json_each(?) AS p JOIN job_events AS e \
            ON e.actor_id = json_extract(p.value, '$[0]') \
@@ -549,6 +559,23 @@ mod tests {
             other => panic!("expected the stored change replayed, got {other:?}"),
         }
         assert_eq!(stored_revisions(&mut conn).await, (3, vec![1, 2, 3]));
+    }
+
+    /// Looking jobs up by id answers each existing job once, whatever the
+    /// repeats and unknown ids among the ids asked for.
+    #[tokio::test]
+    async fn jobs_by_ids_answers_each_job_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("ids.db").display());
+        let store = SqliteStore::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        store.execute(create()).await.unwrap();
+        let id = |n| JobId::new(n).unwrap();
+        let jobs = store.jobs_by_ids(&[id(7), id(8), id(7)]).await.unwrap();
+        assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [id(7)]);
+        assert!(store.jobs_by_ids(&[]).await.unwrap().is_empty());
+        store.close().await;
     }
 
     /// A batch that fails part-way (here: its event's revision is already
