@@ -69,6 +69,7 @@ impl Default for Opts {
 
 struct Server {
     addr: SocketAddr,
+    database_url: String,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), StartError>>>,
     _dir: Arc<TempDir>,
@@ -98,9 +99,10 @@ fn service_token() -> String {
 
 async fn spawn(opts: Opts) -> Server {
     let dir = TempDir::new().expect("temp dir");
+    let database_url = format!("sqlite://{}", dir.path().join("web.db").display());
     let settings = Settings {
         listen: "127.0.0.1:0".parse().expect("addr"),
-        database_url: format!("sqlite://{}", dir.path().join("web.db").display()),
+        database_url: database_url.clone(),
         jwt: jwt(),
         heartbeat: opts.heartbeat,
         store: StoreOptions::default(),
@@ -121,6 +123,7 @@ async fn spawn(opts: Opts) -> Server {
     }));
     Server {
         addr,
+        database_url,
         shutdown: Some(tx),
         handle: Some(handle),
         _dir: Arc::new(dir),
@@ -358,6 +361,13 @@ impl Http1 {
         std::mem::take(&mut self.body)
     }
 
+    /// The next grpc-web frame, which must be a data frame holding a Job.
+    async fn next_job(&mut self) -> pb::Job {
+        let (flag, payload) = self.next_frame().await.expect("data frame");
+        assert_eq!(flag, 0, "{}", String::from_utf8_lossy(&payload));
+        pb::Job::decode(payload.as_slice()).expect("a Job")
+    }
+
     /// The next grpc-web frame (flag byte, payload) of a binary body.
     async fn next_frame(&mut self) -> Option<(u8, Vec<u8>)> {
         loop {
@@ -397,9 +407,7 @@ async fn post(addr: SocketAddr, rpc: &str, headers: &[(&str, &str)], body: &[u8]
 async fn get_job_over_http1(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> pb::Job {
     let mut response = post(addr, "GetJob", headers, body).await;
     assert_eq!(response.status, 200);
-    let (flag, payload) = response.next_frame().await.expect("data frame");
-    assert_eq!(flag, 0);
-    pb::Job::decode(payload.as_slice()).expect("a Job")
+    response.next_job().await
 }
 
 fn take_frame(buf: &mut Vec<u8>) -> Option<(u8, Vec<u8>)> {
@@ -489,9 +497,7 @@ async fn grpc_web_binary_over_http1_answers_unary_calls_and_errors() {
     for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
         assert!(exposed.contains(name), "{name} exposed in {exposed}");
     }
-    let (flag, payload) = response.next_frame().await.expect("data frame");
-    assert_eq!(flag, 0);
-    let job = pb::Job::decode(payload.as_slice()).expect("a Job");
+    let job = response.next_job().await;
     assert_eq!(
         (job.job_id, job.client_id.as_str(), job.revision),
         (1, CLIENT, 1)
@@ -593,8 +599,9 @@ async fn grpc_web_calls_get_deadline_exceeded_when_their_grpc_timeout_passes() {
         expected_revision: None,
     });
 
-    let db = format!("sqlite://{}", server._dir.path().join("web.db").display());
-    let mut lock = sqlx::SqliteConnection::connect(&db).await.unwrap();
+    let mut lock = sqlx::SqliteConnection::connect(&server.database_url)
+        .await
+        .unwrap();
     sqlx::query("BEGIN IMMEDIATE")
         .execute(&mut lock)
         .await
@@ -618,9 +625,7 @@ async fn grpc_web_calls_get_deadline_exceeded_when_their_grpc_timeout_passes() {
         let mut headers = grpc_web_headers(&bearer, "application/grpc-web+proto");
         headers.push(("grpc-timeout", deadline));
         let mut response = post(server.addr, "MarkComplete", &headers, &body).await;
-        let (flag, payload) = response.next_frame().await.expect("data frame");
-        assert_eq!(flag, 0, "{deadline}: {}", String::from_utf8_lossy(&payload));
-        let job = pb::Job::decode(payload.as_slice()).unwrap();
+        let job = response.next_job().await;
         assert_eq!(job.status, pb::JobStatus::AwaitingClientApproval as i32);
     }
     server.stop().await;
