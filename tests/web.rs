@@ -20,13 +20,10 @@ use prost::Message;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::{Code, Request, Streaming};
 
-use jobstatus::app::{App, Settings, StartError};
-use jobstatus::auth::{JwtSettings, TokenKind, mint};
+use jobstatus::app::{App, Settings};
 use jobstatus::grpc::ServeOptions;
 use jobstatus::grpc::pb;
 use jobstatus::grpc::pb::job_admin_service_client::JobAdminServiceClient;
@@ -35,16 +32,15 @@ use jobstatus::grpc::pb::watch_job_response::Kind as WatchKind;
 use jobstatus::grpc::pb::watch_my_jobs_response::Kind as MyKind;
 use jobstatus::grpc::tls::TlsPem;
 use jobstatus::grpc::web::CorsPolicy;
-use jobstatus::storage::StoreOptions;
 
-const SECRET: &str = "web-test-secret-0123456789abcdef-0123";
+mod common;
+use common::{PATIENCE, Running, service_token, token, token_for};
+
 const CLIENT: &str = "client-alice";
 const WORKER: &str = "worker-bob";
 const OTHER_WORKER: &str = "worker-carol";
 const STRANGER: &str = "stranger-eve";
 const ALLOWED_ORIGIN: &str = "http://app.example.test:5173";
-/// Guards against hanging forever; not a performance bound.
-const PATIENCE: Duration = Duration::from_secs(10);
 
 // ---------------------------------------------------------------- server
 
@@ -70,86 +66,39 @@ impl Default for Opts {
 struct Server {
     addr: SocketAddr,
     database_url: String,
-    shutdown: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<Result<(), StartError>>>,
+    running: Running,
     _dir: Arc<TempDir>,
-}
-
-fn jwt() -> JwtSettings {
-    JwtSettings {
-        secret: SECRET.as_bytes().to_vec(),
-        issuer: None,
-        audience: None,
-    }
-}
-
-fn token(sub: &str) -> String {
-    mint(&jwt(), sub, TokenKind::User, chrono::Duration::hours(1)).expect("mint")
-}
-
-fn service_token() -> String {
-    mint(
-        &jwt(),
-        "platform",
-        TokenKind::Service,
-        chrono::Duration::hours(1),
-    )
-    .expect("mint")
 }
 
 async fn spawn(opts: Opts) -> Server {
     let dir = TempDir::new().expect("temp dir");
     let database_url = format!("sqlite://{}", dir.path().join("web.db").display());
     let settings = Settings {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        database_url: database_url.clone(),
-        jwt: jwt(),
         heartbeat: opts.heartbeat,
-        store: StoreOptions::default(),
-        // The shipped default.
-        watch_buffer: 16,
         serve: ServeOptions {
             cors: opts.cors,
             tls: opts.tls,
             ..ServeOptions::default()
         },
-        shutdown_grace: Duration::from_secs(5),
+        ..common::settings(database_url.clone())
     };
     let app = App::build(settings).await.expect("server starts");
-    let addr = app.local_addr();
-    let (tx, rx) = oneshot::channel();
-    let handle = tokio::spawn(app.run(async move {
-        let _ = rx.await;
-    }));
+    let running = Running::start(app);
     Server {
-        addr,
+        addr: running.addr,
         database_url,
-        shutdown: Some(tx),
-        handle: Some(handle),
+        running,
         _dir: Arc::new(dir),
     }
 }
 
 impl Server {
     async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect")
+        self.running.channel().await
     }
 
     async fn stop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(handle) = self.handle.take() {
-            tokio::time::timeout(PATIENCE, handle)
-                .await
-                .expect("server stops in time")
-                .expect("server task")
-                .expect("server ran cleanly");
-        }
+        self.running.stop().await;
     }
 }
 
@@ -1304,13 +1253,7 @@ async fn watch_my_jobs_ends_unauthenticated_when_the_token_expires() {
     let mut server = spawn(Opts::default()).await;
     let channel = server.channel().await;
     create_job(&channel, 71, CLIENT, WORKER).await;
-    let short = mint(
-        &jwt(),
-        WORKER,
-        TokenKind::User,
-        chrono::Duration::seconds(2),
-    )
-    .unwrap();
+    let short = token_for(WORKER, chrono::Duration::seconds(2));
     let mut stream = watch_my_jobs(&channel, &short, HashMap::new())
         .await
         .unwrap();

@@ -17,8 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobstatus::app::{App, Settings, StartError};
-use jobstatus::auth::{JwtSettings, TokenKind, mint};
+use jobstatus::app::{App, Settings};
 use jobstatus::grpc::ServeOptions;
 use jobstatus::grpc::pb;
 use jobstatus::grpc::pb::job_admin_service_client::JobAdminServiceClient;
@@ -27,24 +26,19 @@ use jobstatus::hub::pg_listen::ListenerStats;
 use jobstatus::jobs::Jobs;
 use jobstatus::storage::StoreOptions;
 use tempfile::TempDir;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Status, Streaming};
 
-pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+pub use crate::common::{PATIENCE, SECRET, SERVICE, service_token, token, token_for};
+use crate::common::{Running, settings};
+
 pub const CLIENT: &str = "client-1";
 pub const WORKER: &str = "worker-1";
 pub const OTHER_WORKER: &str = "worker-2";
 pub const STRANGER: &str = "stranger-1";
-pub const SERVICE: &str = "platform";
-
-/// How long a test waits for a message before calling the stream stuck.
-/// Not a performance bound: only a guard against hanging forever.
-pub const PATIENCE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -343,32 +337,6 @@ impl Drop for PgDatabase {
     }
 }
 
-pub fn jwt() -> JwtSettings {
-    JwtSettings {
-        secret: SECRET.as_bytes().to_vec(),
-        issuer: None,
-        audience: None,
-    }
-}
-
-pub fn token(sub: &str) -> String {
-    mint(&jwt(), sub, TokenKind::User, chrono::Duration::hours(1)).expect("mint")
-}
-
-pub fn token_for(sub: &str, ttl: chrono::Duration) -> String {
-    mint(&jwt(), sub, TokenKind::User, ttl).expect("mint")
-}
-
-pub fn service_token() -> String {
-    mint(
-        &jwt(),
-        SERVICE,
-        TokenKind::Service,
-        chrono::Duration::hours(1),
-    )
-    .expect("mint")
-}
-
 /// A running server.
 pub struct TestApp {
     pub addr: SocketAddr,
@@ -377,8 +345,7 @@ pub struct TestApp {
     pub listener: Arc<ListenerStats>,
     pub db: TestDb,
     pub options: TestOptions,
-    shutdown: Option<oneshot::Sender<()>>,
-    handle: Option<JoinHandle<Result<(), StartError>>>,
+    running: Running,
 }
 
 impl TestApp {
@@ -394,9 +361,6 @@ impl TestApp {
     /// Starts a server on `db` (fresh or used before).
     pub async fn start(db: TestDb, options: TestOptions) -> Self {
         let settings = Settings {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            database_url: db.url.clone(),
-            jwt: jwt(),
             heartbeat: options.heartbeat,
             store: options.store.clone(),
             watch_buffer: options.watch_buffer,
@@ -404,39 +368,25 @@ impl TestApp {
                 health_interval: Duration::from_millis(200),
                 ..ServeOptions::default()
             },
-            shutdown_grace: Duration::from_secs(5),
+            ..settings(db.url.clone())
         };
         let app = App::build(settings).await.expect("server starts");
-        let addr = app.local_addr();
         let jobs = app.jobs().clone();
         let listener = app.listener_stats();
-        let (tx, rx) = oneshot::channel();
-        let handle = tokio::spawn(app.run(async move {
-            let _ = rx.await;
-        }));
+        let running = Running::start(app);
         Self {
-            addr,
+            addr: running.addr,
             jobs,
             listener,
             db,
             options,
-            shutdown: Some(tx),
-            handle: Some(handle),
+            running,
         }
     }
 
     /// Shuts down gracefully and waits until the server has stopped.
     pub async fn stop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(handle) = self.handle.take() {
-            tokio::time::timeout(PATIENCE, handle)
-                .await
-                .expect("server stops in time")
-                .expect("server task")
-                .expect("server ran cleanly");
-        }
+        self.running.stop().await;
     }
 
     /// Stops this server and starts a new one on the same database.
@@ -446,11 +396,7 @@ impl TestApp {
     }
 
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect")
+        self.running.channel().await
     }
 
     pub async fn client_for(&self, token: &str) -> JobClient {
@@ -482,14 +428,6 @@ impl TestApp {
             .await
             .expect("create job")
             .into_inner()
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
     }
 }
 
