@@ -419,10 +419,9 @@ async fn grpc_web_binary_over_http1_answers_unary_calls_and_errors() {
     let bearer = format!("Bearer {}", token(CLIENT));
     let mut origin_headers = grpc_web_headers(&bearer, "application/grpc-web+proto");
     origin_headers.push(("origin", ALLOWED_ORIGIN));
-    let mut response = Http1::send(
+    let mut response = post(
         server.addr,
-        "POST",
-        "/jobstatus.v1.JobService/GetJob",
+        "GetJob",
         &origin_headers,
         &frame(&pb::GetJobRequest { job_id: 1 }),
     )
@@ -457,10 +456,9 @@ async fn grpc_web_binary_over_http1_answers_unary_calls_and_errors() {
 
     // A stranger: the refusal travels as grpc-status, readable by the page.
     let bearer = format!("Bearer {}", token(STRANGER));
-    let mut response = Http1::send(
+    let mut response = post(
         server.addr,
-        "POST",
-        "/jobstatus.v1.JobService/GetJob",
+        "GetJob",
         &grpc_web_headers(&bearer, "application/grpc-web+proto"),
         &frame(&pb::GetJobRequest { job_id: 1 }),
     )
@@ -587,10 +585,9 @@ async fn grpc_web_text_over_http1_is_base64_both_ways() {
     create_job(&channel, 7, CLIENT, WORKER).await;
     let bearer = format!("Bearer {}", token(WORKER));
     let body = BASE64.encode(frame(&pb::GetJobRequest { job_id: 7 }));
-    let mut response = Http1::send(
+    let mut response = post(
         server.addr,
-        "POST",
-        "/jobstatus.v1.JobService/GetJob",
+        "GetJob",
         &[
             grpc_web_headers(&bearer, "application/grpc-web-text"),
             // grpc-web text clients ask for a text answer this way.
@@ -644,10 +641,9 @@ async fn grpc_web_server_streaming_over_http1_delivers_snapshot_events_and_heart
     let channel = server.channel().await;
     create_job(&channel, 3, CLIENT, WORKER).await;
     let bearer = format!("Bearer {}", token(CLIENT));
-    let mut stream = Http1::send(
+    let mut stream = post(
         server.addr,
-        "POST",
-        "/jobstatus.v1.JobService/WatchJob",
+        "WatchJob",
         &grpc_web_headers(&bearer, "application/grpc-web+proto"),
         &frame(&pb::WatchJobRequest {
             job_id: 3,
@@ -769,10 +765,9 @@ async fn cors_preflight_grants_listed_origins_only() {
     let bearer = format!("Bearer {}", token(CLIENT));
     let mut headers = grpc_web_headers(&bearer, "application/grpc-web+proto");
     headers.push(("origin", "http://evil.example.test"));
-    let mut response = Http1::send(
+    let mut response = post(
         server.addr,
-        "POST",
-        "/jobstatus.v1.JobService/GetJob",
+        "GetJob",
         &headers,
         &frame(&pb::GetJobRequest { job_id: 1 }),
     )

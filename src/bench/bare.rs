@@ -10,14 +10,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures_util::Stream;
-use jobstatus::grpc::listen::{ListenSettings, serve_plain};
+use jobstatus::grpc::listen::{ListenSettings, serve_plain, tcp_incoming};
 use jobstatus::grpc::pb;
 use pb::job_admin_service_server::{JobAdminService, JobAdminServiceServer};
 use pb::job_service_server::{JobService, JobServiceServer};
 use pb::watch_job_response::Kind;
 use tokio::sync::broadcast;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tower::ServiceBuilder;
 
@@ -295,9 +294,8 @@ pub async fn serve(listen: SocketAddr, max_concurrent_streams: u32) -> Result<()
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let bare = Bare::default();
     // The same transport settings as `jobstatus::grpc::serve`.
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(30)));
+    let keepalive = Duration::from_secs(30);
+    let incoming = tcp_incoming(listener, keepalive);
     // grpc-web too (browsers over HTTP/1.1), as the real server serves it,
     // through the same clear-text accept loop.
     let routes = Routes::new(JobServiceServer::new(bare.clone()))
@@ -307,7 +305,7 @@ pub async fn serve(listen: SocketAddr, max_concurrent_streams: u32) -> Result<()
         .layer(tonic_web::GrpcWebLayer::new())
         .service(routes);
     let settings = ListenSettings {
-        keepalive: Duration::from_secs(30),
+        keepalive,
         max_concurrent_streams,
     };
     serve_plain(

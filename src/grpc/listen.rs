@@ -48,6 +48,14 @@ pub struct ListenSettings {
     pub max_concurrent_streams: u32,
 }
 
+/// Accepted connections as both servers take them: no Nagle delay (small
+/// event frames go out at once) and TCP keepalive every `keepalive`.
+pub fn tcp_incoming(listener: tokio::net::TcpListener, keepalive: Duration) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(keepalive))
+}
+
 /// Serves `service` on every connection `incoming` accepts until `shutdown`
 /// resolves; then stops accepting, asks every connection to close once its
 /// calls are done (HTTP/2 GOAWAY; HTTP/1.1 after the current response), and

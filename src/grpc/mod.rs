@@ -22,7 +22,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::service::RoutesBuilder;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tower::ServiceBuilder;
 
 use crate::auth::Verifier;
@@ -106,9 +105,7 @@ pub async fn serve(
     routes.add_service(job_service).add_service(admin_service);
     let routes = routes.routes().prepare();
 
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(options.keepalive));
+    let incoming = listen::tcp_incoming(listener, options.keepalive);
     // grpc-web: browsers over HTTP/1.1 (plain text) or HTTP/2 (TLS); the
     // CORS layer is outermost so it answers preflights before anything else,
     // and the caller's deadline innermost so its answer is framed for
