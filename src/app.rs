@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{JwtSettings, Verifier};
+use crate::grpc::listen::EdgeStats;
 use crate::grpc::{self, ServeOptions};
 use crate::hub::Hub;
 use crate::hub::pg_listen::{self, ListenOptions, ListenerStats};
@@ -44,8 +45,8 @@ pub enum StartError {
     },
     #[error("cannot open the database: {0}")]
     Storage(#[from] crate::storage::StorageError),
-    #[error("the gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    #[error("cannot serve TLS: {0}")]
+    Tls(#[from] crate::grpc::tls::TlsError),
 }
 
 #[derive(Debug)]
@@ -59,6 +60,8 @@ pub struct App {
     settings: Settings,
     /// What the PostgreSQL listener task has done (all zero on SQLite).
     listener_stats: Arc<ListenerStats>,
+    /// What the accept loop has done (connections refused, timed out...).
+    edge_stats: Arc<EdgeStats>,
 }
 
 impl App {
@@ -89,6 +92,7 @@ impl App {
             shutdown,
             settings,
             listener_stats: Arc::default(),
+            edge_stats: Arc::default(),
         })
     }
 
@@ -105,6 +109,11 @@ impl App {
         self.listener_stats.clone()
     }
 
+    /// The accept loop's counters.
+    pub fn edge_stats(&self) -> Arc<EdgeStats> {
+        self.edge_stats.clone()
+    }
+
     /// Serves until `signal` resolves, then shuts down gracefully.
     pub async fn run(
         self,
@@ -119,6 +128,7 @@ impl App {
             shutdown,
             settings,
             listener_stats,
+            edge_stats,
         } = self;
         tracing::info!(%local_addr, database = %crate::storage::redact(&settings.database_url), "jobstatus listening");
         // On PostgreSQL, events other replicas commit reach local watchers
@@ -143,6 +153,7 @@ impl App {
             jobs,
             verifier,
             settings.serve.clone(),
+            edge_stats,
             shutdown.clone().cancelled_owned(),
         );
         tokio::pin!(server);

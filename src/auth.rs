@@ -29,6 +29,10 @@ pub enum AuthError {
     /// UNAUTHENTICATED
     #[error("authorization must be `Bearer <token>`")]
     NotBearer,
+    /// UNAUTHENTICATED: a proxy or log reading the other header would
+    /// disagree with the server about who is calling.
+    #[error("more than one authorization header; send exactly one")]
+    Duplicate,
     /// UNAUTHENTICATED
     #[error("token is larger than {MAX_TOKEN_BYTES} bytes")]
     TooLarge,
@@ -41,6 +45,16 @@ pub enum AuthError {
     /// UNAUTHENTICATED
     #[error("token names no user: it needs `sub` or `user_id`")]
     NoSubject,
+    /// UNAUTHENTICATED: `nbf` is later than now plus the leeway.
+    #[error("token is not valid yet (its nbf is in the future); check the issuer's clock")]
+    NotYetValid,
+    /// UNAUTHENTICATED: `iat` is later than now plus the leeway.
+    #[error("token was issued in the future (its iat); check the issuer's clock")]
+    IssuedInFuture,
+    /// UNAUTHENTICATED: RFC 7515 §4.1.11 says a header naming extensions
+    /// in `crit` must be refused by a verifier that does not know them.
+    #[error("token header lists critical extensions (crit) that this server does not support")]
+    CriticalHeader,
     /// UNAUTHENTICATED
     #[error("invalid token: {0}")]
     Invalid(String),
@@ -80,6 +94,8 @@ struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     token_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     scope: Option<String>,
@@ -98,6 +114,9 @@ pub struct JwtSettings {
     pub secret: Vec<u8>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
+    /// Clock skew allowed for `nbf` and `iat` in the future (the issuer's
+    /// clock ahead of ours). `exp` gets none: a stream ends at `exp`.
+    pub leeway_secs: u64,
 }
 
 impl std::fmt::Debug for JwtSettings {
@@ -106,6 +125,7 @@ impl std::fmt::Debug for JwtSettings {
             .field("secret", &"<redacted>")
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
+            .field("leeway_secs", &self.leeway_secs)
             .finish()
     }
 }
@@ -115,6 +135,7 @@ impl std::fmt::Debug for JwtSettings {
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
+    leeway_secs: i64,
     verified: Arc<Mutex<HashMap<Box<str>, Identity>>>,
 }
 
@@ -154,6 +175,7 @@ impl Verifier {
         Self {
             key: DecodingKey::from_secret(&settings.secret),
             validation,
+            leeway_secs: i64::try_from(settings.leeway_secs).unwrap_or(i64::MAX),
             verified: Arc::default(),
         }
     }
@@ -218,6 +240,16 @@ impl Verifier {
         if claims.token_type.as_deref().is_some_and(|t| t != "access") {
             return Err(AuthError::NotAccessToken);
         }
+        let latest = Utc::now().timestamp().saturating_add(self.leeway_secs);
+        if claims.nbf.is_some_and(|nbf| nbf > latest) {
+            return Err(AuthError::NotYetValid);
+        }
+        if claims.iat.is_some_and(|iat| iat > latest) {
+            return Err(AuthError::IssuedInFuture);
+        }
+        if names_critical_extensions(token) {
+            return Err(AuthError::CriticalHeader);
+        }
         let expires_at = DateTime::from_timestamp(claims.exp, 0)
             .ok_or_else(|| AuthError::Invalid("exp is out of range".into()))?;
         let subject = match (claims.sub, claims.user_id) {
@@ -246,6 +278,20 @@ impl Verifier {
     }
 }
 
+/// Whether the token's (already verified) header has a `crit` member.
+/// jsonwebtoken ignores it; RFC 7515 says a verifier must not.
+fn names_critical_extensions(token: &str) -> bool {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|json| {
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json).ok()
+        })
+        .is_none_or(|members| members.contains_key("crit"))
+}
+
 /// What kind of token to mint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenKind {
@@ -266,6 +312,7 @@ pub fn mint(
         user_id: None,
         exp: (now + ttl).timestamp(),
         iat: Some(now.timestamp()),
+        nbf: None,
         token_type: Some("access".into()),
         scope: (kind == TokenKind::Service).then(|| ADMIN_SCOPE.to_owned()),
         role: None,
@@ -290,6 +337,7 @@ mod tests {
             secret: b"test-secret".to_vec(),
             issuer: None,
             audience: None,
+            leeway_secs: 30,
         }
     }
 
@@ -463,6 +511,71 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(v.verify(&bare), Err(AuthError::Invalid(_))));
+    }
+
+    /// `nbf` and `iat` in the future are refused beyond the leeway and
+    /// accepted within it (an issuer whose clock runs a little ahead), the
+    /// way simplejwt and PyJWT issue and check them.
+    #[test]
+    fn not_before_and_issued_at_allow_only_the_leeway() {
+        let v = Verifier::new(&settings());
+        let now = Utc::now().timestamp();
+        let claims = |extra: serde_json::Value| {
+            let mut c = json!({"token_type": "access", "exp": future(), "jti": "j", "user_id": 7});
+            for (k, val) in extra.as_object().unwrap() {
+                c[k] = val.clone();
+            }
+            sign(c, Algorithm::HS256, b"test-secret")
+        };
+        // simplejwt: iat is now.
+        assert!(v.verify(&claims(json!({"iat": now}))).is_ok());
+        assert!(
+            v.verify(&claims(json!({"iat": now + 20, "nbf": now + 20})))
+                .is_ok()
+        );
+        assert_eq!(
+            v.verify(&claims(json!({"nbf": now + 120}))),
+            Err(AuthError::NotYetValid)
+        );
+        assert_eq!(
+            v.verify(&claims(json!({"iat": now + 120}))),
+            Err(AuthError::IssuedInFuture)
+        );
+        // nbf in the past is fine; with no leeway, a second ahead is not.
+        assert!(v.verify(&claims(json!({"nbf": now - 5}))).is_ok());
+        let strict = Verifier::new(&JwtSettings {
+            leeway_secs: 0,
+            ..settings()
+        });
+        assert_eq!(
+            strict.verify(&claims(json!({"nbf": now + 5}))),
+            Err(AuthError::NotYetValid)
+        );
+    }
+
+    /// RFC 7515 §4.1.11: a header with `crit` names extensions this server
+    /// does not implement, so the token is refused even though it is signed.
+    #[test]
+    fn a_header_with_crit_is_refused() {
+        let v = Verifier::new(&settings());
+        let header = base64_like::encode(br#"{"alg":"HS256","typ":"JWT","crit":["exp"]}"#);
+        let body = base64_like::encode(format!(r#"{{"sub":"a","exp":{}}}"#, future()).as_bytes());
+        let signing_input = format!("{header}.{body}");
+        let signature = jsonwebtoken::crypto::sign(
+            signing_input.as_bytes(),
+            &EncodingKey::from_secret(b"test-secret"),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        let token = format!("{signing_input}.{signature}");
+        assert_eq!(v.verify(&token), Err(AuthError::CriticalHeader));
+        // The same claims without crit pass.
+        let plain = sign(
+            json!({"sub": "a", "exp": future()}),
+            Algorithm::HS256,
+            b"test-secret",
+        );
+        assert!(v.verify(&plain).is_ok());
     }
 
     /// URL-safe base64 without padding, enough to hand-craft an unsigned JWT.

@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::JwtSettings;
+use crate::grpc::CallLimits;
+use crate::grpc::listen::ConnectionLimits;
 
 /// The smallest HS256 secret accepted: 256 bits, as RFC 7518 asks.
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -26,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a signed access token for a user or a service.
     Token(TokenArgs),
 }
@@ -48,6 +50,10 @@ pub struct JwtArgs {
     /// Required `aud` claim, if set.
     #[arg(long, env = "JOBSTATUS_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
+    /// Seconds a token's `nbf` or `iat` may lie in the future (the issuer's
+    /// clock running ahead of ours). `exp` is checked to the second.
+    #[arg(long, env = "JOBSTATUS_JWT_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub jwt_leeway_secs: u64,
 }
 
 impl JwtArgs {
@@ -69,6 +75,7 @@ impl JwtArgs {
             secret: secret.as_bytes().to_vec(),
             issuer: self.jwt_issuer.clone(),
             audience: self.jwt_audience.clone(),
+            leeway_secs: self.jwt_leeway_secs,
         })
     }
 }
@@ -120,9 +127,73 @@ pub struct ServeArgs {
     // behind loses nothing: it is caught up from the log.
     #[arg(long, env = "JOBSTATUS_WATCH_BUFFER", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub watch_buffer: u64,
-    /// HTTP/2 streams per connection (each watch is one).
-    #[arg(long, env = "JOBSTATUS_MAX_STREAMS", default_value_t = 10_000)]
+    /// HTTP/2 streams per connection (each call is one). Above
+    /// --max-watches-per-user, so a browser's one HTTP/2 connection never
+    /// queues a call behind its own watches.
+    #[arg(long, env = "JOBSTATUS_MAX_STREAMS", default_value_t = 1_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent_streams: u32,
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    #[arg(long, env = "JOBSTATUS_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_connections: u64,
+    /// How long a new connection may take over its TLS handshake and its
+    /// HTTP opening (HTTP/2 preface, or an HTTP/1.1 request head); also how
+    /// long an HTTP/1.1 connection may wait for its next request head.
+    #[arg(long, env = "JOBSTATUS_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=300_000))]
+    pub handshake_timeout_ms: u64,
+    /// How long a request's message may take to arrive; a slower one is
+    /// ended (DEADLINE_EXCEEDED) and what it had sent is freed.
+    #[arg(long, env = "JOBSTATUS_REQUEST_READ_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..=300_000))]
+    pub request_read_timeout_ms: u64,
+    /// An HTTP/2 connection with no call open this long is closed (GOAWAY).
+    #[arg(long, env = "JOBSTATUS_IDLE_TIMEOUT_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout_secs: u64,
+    /// HTTP/2 PING and TCP keepalive interval on every connection.
+    #[arg(long, env = "JOBSTATUS_KEEPALIVE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub keepalive_secs: u64,
+    /// How long a PING may go unanswered before the connection is closed.
+    #[arg(long, env = "JOBSTATUS_KEEPALIVE_TIMEOUT_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub keepalive_timeout_secs: u64,
+    /// Largest HTTP/1.1 request head (request line and headers, token
+    /// included); it also bounds each HTTP/1.1 connection's read buffer.
+    #[arg(long, env = "JOBSTATUS_HTTP1_MAX_HEAD_BYTES", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(8192..=1_048_576))]
+    pub http1_max_head_bytes: u32,
+    /// Largest HTTP/2 request header list (HPACK size: names, values and
+    /// 32 bytes per field).
+    #[arg(long, env = "JOBSTATUS_HTTP2_MAX_HEADER_BYTES", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(4096..=1_048_576))]
+    pub http2_max_header_bytes: u32,
+    /// HTTP/2 flow-control window per stream: request bytes a client may
+    /// send ahead of the server reading them.
+    #[arg(long, env = "JOBSTATUS_HTTP2_STREAM_WINDOW_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(65_535..=16_777_216))]
+    pub http2_stream_window_bytes: u32,
+    /// HTTP/2 flow-control window per connection, over all its streams.
+    #[arg(long, env = "JOBSTATUS_HTTP2_CONNECTION_WINDOW_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u32).range(65_535..=1_073_741_824))]
+    pub http2_connection_window_bytes: u32,
+    /// HTTP/2 response bytes queued per stream for a client that does not read.
+    #[arg(long, env = "JOBSTATUS_HTTP2_SEND_BUFFER_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1024..=16_777_216))]
+    pub http2_send_buffer_bytes: u32,
+    /// Largest request message JobService and JobAdminService accept
+    /// (RESOURCE_EXHAUSTED beyond).
+    #[arg(long, env = "JOBSTATUS_MAX_REQUEST_BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1024..=67_108_864))]
+    pub max_request_bytes: u64,
+    /// Largest request message health checking and reflection accept
+    /// (they need no token).
+    #[arg(long, env = "JOBSTATUS_MAX_ANONYMOUS_REQUEST_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(256..=1_048_576))]
+    pub max_anonymous_request_bytes: u64,
+    /// Calls without a valid token (health, reflection, refused tokens) one
+    /// connection may have open at once.
+    #[arg(long, env = "JOBSTATUS_MAX_ANONYMOUS_STREAMS", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_anonymous_streams: u64,
+    /// Watch streams (WatchJob and WatchMyJobs together) one user may hold
+    /// open in this process.
+    #[arg(long, env = "JOBSTATUS_MAX_WATCHES_PER_USER", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_watches_per_user: u64,
+    /// Watch streams one service token's subject may hold open in this process.
+    #[arg(long, env = "JOBSTATUS_MAX_WATCHES_PER_SERVICE", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub max_watches_per_service: u64,
+    /// Refused authentications logged per second at most (the first line
+    /// after a flood says how many were left out).
+    #[arg(long, env = "JOBSTATUS_AUTH_LOG_PER_SEC", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub auth_log_per_sec: u32,
     /// Seconds in-flight calls get to finish on shutdown.
     #[arg(long, env = "JOBSTATUS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -155,6 +226,37 @@ impl ServeArgs {
 
     pub fn heartbeat(&self) -> Duration {
         Duration::from_secs(self.heartbeat_secs)
+    }
+
+    /// What one connection may hold, and for how long.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            handshake_timeout: Duration::from_millis(self.handshake_timeout_ms),
+            request_read_timeout: Duration::from_millis(self.request_read_timeout_ms),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            keepalive_interval: Duration::from_secs(self.keepalive_secs),
+            keepalive_timeout: Duration::from_secs(self.keepalive_timeout_secs),
+            max_concurrent_streams: self.max_concurrent_streams,
+            http1_max_head_bytes: self.http1_max_head_bytes,
+            http2_max_header_bytes: self.http2_max_header_bytes,
+            stream_window: self.http2_stream_window_bytes,
+            connection_window: self.http2_connection_window_bytes,
+            send_buffer: self.http2_send_buffer_bytes,
+        }
+    }
+
+    /// What one call, or one caller, may hold.
+    pub fn call_limits(&self) -> CallLimits {
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        CallLimits {
+            max_request_bytes: size(self.max_request_bytes),
+            max_anonymous_request_bytes: size(self.max_anonymous_request_bytes),
+            max_anonymous_streams: size(self.max_anonymous_streams),
+            max_watches_per_user: size(self.max_watches_per_user),
+            max_watches_per_service: size(self.max_watches_per_service),
+            auth_log_per_sec: self.auth_log_per_sec,
+        }
     }
 
     /// The browser origins allowed by --cors-origin (and --dev).
@@ -197,6 +299,7 @@ mod tests {
             jwt_secret: None,
             jwt_issuer: None,
             jwt_audience: None,
+            jwt_leeway_secs: 30,
         };
         assert!(
             args.settings()
@@ -219,6 +322,38 @@ mod tests {
         };
         assert_eq!(args.database_url(), "sqlite://jobstatus-dev.db");
         assert!(Cli::try_parse_from(["jobstatus", "serve", "--heartbeat-secs", "0"]).is_err());
+    }
+
+    /// The flags' defaults are the library's defaults (which the tests and
+    /// the README describe), and every limit refuses zero.
+    #[test]
+    fn limit_flags_default_to_the_documented_values() {
+        let cli = Cli::try_parse_from(["jobstatus", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        let connections = args.connection_limits();
+        let defaults = ConnectionLimits::default();
+        assert_eq!(format!("{connections:?}"), format!("{defaults:?}"));
+        let calls = args.call_limits();
+        assert_eq!(format!("{calls:?}"), format!("{:?}", CallLimits::default()));
+        assert_eq!(args.jwt.settings().map(|s| s.leeway_secs).ok(), None);
+        assert_eq!(args.jwt.jwt_leeway_secs, 30);
+        for flag in [
+            "--max-connections",
+            "--max-watches-per-user",
+            "--max-anonymous-streams",
+            "--max-concurrent-streams",
+            "--idle-timeout-secs",
+        ] {
+            assert!(
+                Cli::try_parse_from(["jobstatus", "serve", flag, "0"]).is_err(),
+                "{flag} 0 must be refused"
+            );
+        }
+        assert!(
+            Cli::try_parse_from(["jobstatus", "serve", "--http1-max-head-bytes", "4096"]).is_err()
+        );
     }
 
     #[test]

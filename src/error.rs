@@ -38,6 +38,48 @@ pub enum AppError {
         "server is shutting down; reconnect and resume job {job} with after_revision={revision}"
     )]
     ShuttingDown { job: JobId, revision: i64 },
+    /// DEADLINE_EXCEEDED: the caller's own deadline (`grpc-timeout`) passed.
+    #[error(
+        "the call's deadline (grpc-timeout) passed before it was answered; a change it asked for may still be committed: retry with the same request_id, or read the job, to find out"
+    )]
+    DeadlineExceeded,
+    /// A limit on what one client may hold: see each variant for its code.
+    #[error(transparent)]
+    Limit(#[from] Limit),
+}
+
+/// A limit a client reached. Each message names the limit, its value and
+/// the flag that sets it, so a person can tell a script's runaway from a
+/// limit set too low.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Limit {
+    /// RESOURCE_EXHAUSTED
+    #[error(
+        "too many open watch streams: a {} may hold at most {limit} at once (WatchJob and WatchMyJobs together; {}); close one first{}",
+        if *.service { "service" } else { "user" },
+        if *.service { "--max-watches-per-service" } else { "--max-watches-per-user" },
+        if *.service { "" } else { ", or watch every job of yours on one WatchMyJobs stream" }
+    )]
+    Watches { limit: usize, service: bool },
+    /// RESOURCE_EXHAUSTED
+    #[error(
+        "too many calls without a valid token are open on this connection: at most {limit} (--max-anonymous-streams); end some first"
+    )]
+    AnonymousStreams { limit: usize },
+    /// DEADLINE_EXCEEDED: nothing was done with the request.
+    #[error(
+        "the request message did not arrive within {} s (--request-read-timeout-ms); nothing was done: send it again in one piece",
+        .after.as_secs_f64()
+    )]
+    RequestReadTimeout { after: std::time::Duration },
+    /// RESOURCE_EXHAUSTED
+    #[error("the request message is {found} bytes; this method accepts at most {limit} bytes")]
+    MessageTooLarge { found: String, limit: String },
+    /// INVALID_ARGUMENT: the decoder's own text is not passed on.
+    #[error(
+        "the request message is not a valid protobuf message for this method; build the client from proto/jobstatus/v1/jobstatus.proto"
+    )]
+    Malformed,
 }
 
 impl From<DomainError> for AppError {

@@ -10,6 +10,7 @@ use jobstatus::app::{self, App, Settings};
 use jobstatus::auth::{JwtSettings, TokenKind, mint};
 use jobstatus::config::{Cli, Command, ServeArgs, TokenArgs};
 use jobstatus::grpc::ServeOptions;
+use jobstatus::grpc::listen;
 use jobstatus::grpc::tls::TlsPem;
 use jobstatus::storage::StoreOptions;
 use jobstatus::{dev, telemetry};
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(serve(args))
+            runtime.block_on(serve(*args))
         }
     }
 }
@@ -62,6 +63,23 @@ fn token(args: &TokenArgs) -> ExitCode {
     }
 }
 
+/// Every connection is a file descriptor: raise the soft limit to the hard
+/// one, and say so if --max-connections cannot fit under it.
+fn open_files_limit(max_connections: u64) {
+    /// Descriptors the process needs besides connections (database, log,
+    /// listener, runtime).
+    const RESERVED: u64 = 64;
+    match listen::raise_open_files_limit() {
+        Ok(limit) if limit < max_connections.saturating_add(RESERVED) => tracing::warn!(
+            open_files = limit,
+            max_connections,
+            "the open-files limit is below --max-connections; new connections will fail before that limit is reached (raise the hard limit, e.g. LimitNOFILE=)"
+        ),
+        Ok(limit) => tracing::info!(open_files = limit, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit"),
+    }
+}
+
 async fn serve(args: ServeArgs) -> ExitCode {
     let jwt = match (args.jwt.settings(), args.dev) {
         (Ok(s), _) => s,
@@ -69,6 +87,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             secret: dev::generate_secret().into_bytes(),
             issuer: args.jwt.jwt_issuer.clone(),
             audience: args.jwt.jwt_audience.clone(),
+            leeway_secs: args.jwt.jwt_leeway_secs,
         },
         (Err(e), _) => {
             tracing::error!("{e}");
@@ -93,6 +112,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         _ => None,
     };
     let speaks_tls = tls.is_some();
+    open_files_limit(args.max_connections);
     let settings = Settings {
         listen: args.listen,
         database_url: args.database_url(),
@@ -108,9 +128,10 @@ async fn serve(args: ServeArgs) -> ExitCode {
         },
         watch_buffer: usize::try_from(args.watch_buffer).unwrap_or(16),
         serve: ServeOptions {
-            max_concurrent_streams: args.max_concurrent_streams,
             cors,
             tls,
+            connections: args.connection_limits(),
+            calls: args.call_limits(),
             ..ServeOptions::default()
         },
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use futures_util::Stream;
-use jobstatus::grpc::listen::{ListenSettings, serve_plain, tcp_incoming};
+use jobstatus::grpc::listen::{self, ConnectionLimits};
 use jobstatus::grpc::pb;
 use pb::job_admin_service_server::{JobAdminService, JobAdminServiceServer};
 use pb::job_service_server::{JobService, JobServiceServer};
@@ -293,9 +293,6 @@ pub async fn serve(listen: SocketAddr, max_concurrent_streams: u32) -> Result<()
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let bare = Bare::default();
-    // The same transport settings as `jobstatus::grpc::serve`.
-    let keepalive = Duration::from_secs(30);
-    let incoming = tcp_incoming(listener, keepalive);
     // grpc-web too (browsers over HTTP/1.1), as the real server serves it,
     // through the same clear-text accept loop.
     let routes = Routes::new(JobServiceServer::new(bare.clone()))
@@ -304,14 +301,19 @@ pub async fn serve(listen: SocketAddr, max_concurrent_streams: u32) -> Result<()
     let service = ServiceBuilder::new()
         .layer(tonic_web::GrpcWebLayer::new())
         .service(routes);
-    let settings = ListenSettings {
-        keepalive,
+    // The same accept loop and transport settings as `jobstatus::grpc::serve`,
+    // with room for every connection and stream a workload opens.
+    let limits = ConnectionLimits {
         max_concurrent_streams,
+        max_connections: 1_000_000,
+        ..ConnectionLimits::default()
     };
-    serve_plain(
-        incoming,
-        service,
-        settings,
+    listen::serve(
+        listener,
+        tower::util::BoxCloneSyncService::new(service),
+        None,
+        limits,
+        Default::default(),
         jobstatus::app::shutdown_signal(),
     )
     .await;

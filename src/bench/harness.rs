@@ -171,6 +171,15 @@ impl Server {
                     .arg(url)
                     .arg("--max-concurrent-streams")
                     .arg(&streams)
+                    // Capacity workloads open far more connections and
+                    // watches (one user watching a job 20 000 times) than
+                    // the shipped limits let one client hold.
+                    .arg("--max-connections")
+                    .arg("1000000")
+                    .arg("--max-watches-per-user")
+                    .arg("10000000")
+                    .arg("--max-watches-per-service")
+                    .arg("10000000")
                     .env("JOBSTATUS_JWT_SECRET", &spec.secret);
                 cmd
             }
@@ -285,6 +294,7 @@ impl Tokens {
                 secret: secret.as_bytes().to_vec(),
                 issuer: None,
                 audience: None,
+                leeway_secs: 0,
             },
         }
     }

@@ -1,76 +1,18 @@
-//! The caller's deadline (the `grpc-timeout` header), enforced on the
-//! server: a call still unanswered when it passes is answered
-//! DEADLINE_EXCEEDED and its work on the transport is dropped. It sits
-//! inside the grpc-web layer so browsers get the answer in their framing.
-//! It bounds only the wait for a response's head: a watch stream, once
-//! open, outlives it, as in gRPC. It must never be the only guard of a
+//! The caller's deadline: parsing the `grpc-timeout` header. The edge
+//! layer ([`super::edge`]) enforces it: a call still unanswered when it
+//! passes is answered DEADLINE_EXCEEDED and its work on the transport is
+//! dropped. It bounds only the wait for a response's head: a watch stream,
+//! once open, outlives it, as in gRPC. It must never be the only guard of a
 //! change: commands run in tasks of their own, so a change the call asked
 //! for may still commit after its deadline (the message says so).
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{HeaderMap, Request, Response};
-use tonic::Status;
-use tonic::body::Body;
-use tower::{Layer, Service};
-
-/// Applies [`Deadline`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DeadlineLayer;
-
-impl<S> Layer<S> for DeadlineLayer {
-    type Service = Deadline<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Deadline { inner }
-    }
-}
-
-/// See the module docs.
-#[derive(Debug, Clone)]
-pub struct Deadline<S> {
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for Deadline<S>
-where
-    S: Service<Request<B>, Response = Response<Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let timeout = grpc_timeout(request.headers());
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let Some(timeout) = timeout else {
-                return call.await;
-            };
-            match tokio::time::timeout(timeout, call).await {
-                Ok(answer) => answer,
-                Err(_) => Ok(Status::deadline_exceeded(
-                    "the call's deadline (grpc-timeout) passed before it was answered; \
-                     a change it asked for may still be committed: retry with the same \
-                     request_id, or read the job, to find out",
-                )
-                .into_http()),
-            }
-        })
-    }
-}
+use http::HeaderMap;
 
 /// The `grpc-timeout` header: at most 8 digits and a unit (H, M, S, m, u,
 /// n). A malformed value is ignored, as tonic ignores it.
-fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get("grpc-timeout")?.to_str().ok()?;
     let digits = value.get(..value.len().checked_sub(1)?)?;
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {

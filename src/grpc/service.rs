@@ -3,6 +3,7 @@
 //! logs how it ended.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -13,6 +14,8 @@ use super::convert;
 use super::pb;
 use super::pb::job_admin_service_server::JobAdminService;
 use super::pb::job_service_server::JobService;
+use super::quota::{WatchPermit, WatchQuota};
+use crate::auth::Identity;
 use crate::domain::{self, DomainError, Job};
 use crate::error::AppError;
 use crate::jobs::Jobs;
@@ -21,6 +24,8 @@ use crate::jobs::Jobs;
 #[derive(Debug, Clone)]
 pub struct JobServiceImpl {
     jobs: Jobs,
+    /// Open watch streams per caller.
+    watches: Arc<WatchQuota>,
 }
 
 /// Implements `jobstatus.v1.JobAdminService` (service tokens only).
@@ -30,8 +35,22 @@ pub struct JobAdminServiceImpl {
 }
 
 impl JobServiceImpl {
-    pub fn new(jobs: Jobs) -> Self {
-        Self { jobs }
+    pub fn new(jobs: Jobs, watches: Arc<WatchQuota>) -> Self {
+        Self { jobs, watches }
+    }
+
+    /// A place for one more watch stream of this caller, or why not.
+    fn admit_watch(&self, identity: &Identity, rpc: &'static str) -> Result<WatchPermit, Status> {
+        self.watches.acquire(&identity.caller).map_err(|limit| {
+            let status = Status::from(AppError::Limit(limit));
+            tracing::info!(
+                rpc,
+                caller = identity.caller.id(),
+                message = status.message(),
+                "watch refused"
+            );
+            status
+        })
     }
 }
 
@@ -189,6 +208,7 @@ impl JobService for JobServiceImpl {
         let message = request.into_inner();
         let id = convert::job_id(message.job_id)?;
         let after = convert::after_revision(message.after_revision)?;
+        let permit = self.admit_watch(&identity, "WatchJob")?;
         let span = tracing::info_span!(
             "watch",
             job_id = message.job_id,
@@ -199,14 +219,18 @@ impl JobService for JobServiceImpl {
         let stream = self
             .jobs
             .watch(identity, id, after)
-            .map(move |item| match item {
+            .map(move |item| {
+                // The stream owns its place: it is given back when the
+                // stream is dropped, however it ends.
+                let _held = &permit;
+                match item {
                 Ok(item) => Ok(convert::watch_item(&item)),
                 Err(err) => {
                     let status = Status::from(err);
                     tracing::info!(parent: &span, code = ?status.code(), message = status.message(), "watch ended");
                     Err(status)
                 }
-            });
+            }});
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -219,6 +243,7 @@ impl JobService for JobServiceImpl {
         let identity = identity(&request)?;
         let message = request.into_inner();
         let after = crate::my_jobs::resume_map(&message.after_revisions)?;
+        let permit = self.admit_watch(&identity, "WatchMyJobs")?;
         let span = tracing::info_span!(
             "watch_my_jobs",
             caller = identity.caller.id(),
@@ -228,12 +253,15 @@ impl JobService for JobServiceImpl {
         let stream = self
             .jobs
             .watch_my_jobs(identity, after)
-            .map(move |item| match item {
-                Ok(item) => Ok(convert::my_jobs_item(&item)),
-                Err(err) => {
-                    let status = my_jobs_status(err);
-                    tracing::info!(parent: &span, code = ?status.code(), message = status.message(), "watch ended");
-                    Err(status)
+            .map(move |item| {
+                let _held = &permit;
+                match item {
+                    Ok(item) => Ok(convert::my_jobs_item(&item)),
+                    Err(err) => {
+                        let status = my_jobs_status(err);
+                        tracing::info!(parent: &span, code = ?status.code(), message = status.message(), "watch ended");
+                        Err(status)
+                    }
                 }
             });
         Ok(Response::new(Box::pin(stream)))

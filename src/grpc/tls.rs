@@ -4,13 +4,21 @@
 //! and opens at most six connections per origin, each busy for as long as
 //! a watch stream lasts. Over TLS it negotiates HTTP/2 (ALPN `h2`) and
 //! multiplexes every call onto one connection. Native gRPC clients get the
-//! same listener. The files are read once at start-up; rotating them means
-//! restarting the server.
+//! same listener; HTTP/1.1 clients (ALPN `http/1.1`, or none) too. The files
+//! are read once at start-up; rotating them means restarting the server.
+//!
+//! This module only builds the acceptor; the handshake itself runs in the
+//! accept loop ([`super::listen`]), under its handshake timeout.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::rustls::crypto::ring;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A certificate chain and its private key, both PEM, as read from disk.
 #[derive(Clone)]
@@ -63,29 +71,32 @@ impl TlsPem {
 
     /// Builds the rustls server configuration once and throws it away.
     pub fn validate(&self) -> Result<(), TlsError> {
-        Server::builder()
-            .tls_config(self.server_config())
-            .map(|_| ())
-            .map_err(|e| TlsError::Invalid(describe(&e)))
+        self.acceptor().map(|_| ())
     }
 
-    /// The tonic server configuration (ALPN `h2`; browsers use HTTP/2).
-    pub fn server_config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new().identity(Identity::from_pem(&self.cert, &self.key))
+    /// The acceptor the listener hands every accepted socket to. ALPN offers
+    /// `h2` first (browsers and gRPC clients) and `http/1.1` for grpc-web
+    /// clients that only speak that.
+    pub fn acceptor(&self) -> Result<TlsAcceptor, TlsError> {
+        let chain = CertificateDer::pem_slice_iter(&self.cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TlsError::Invalid(format!("certificate: {e}")))?;
+        if chain.is_empty() {
+            return Err(TlsError::Invalid(
+                "the certificate file holds no PEM certificate".into(),
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&self.key)
+            .map_err(|e| TlsError::Invalid(format!("private key: {e}")))?;
+        let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Invalid(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| TlsError::Invalid(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
     }
-}
-
-/// The whole cause chain: tonic's transport error alone says only
-/// "transport error".
-fn describe(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub fn jwt() -> JwtSettings {
         secret: SECRET.as_bytes().to_vec(),
         issuer: None,
         audience: None,
+        leeway_secs: 30,
     }
 }
 
