@@ -1,8 +1,9 @@
 //! One client connection as the calls on it see it: who is on the other end
-//! (the peer address, TLS or not), how many calls it has open (with and
-//! without a valid token), and the time a request's body may take to
-//! arrive. [`PerConnection`] wraps the shared service once per connection
-//! and hands every request its [`Connection`] as an extension.
+//! (the peer address, TLS or not) and how many calls it has open (with and
+//! without a valid token). [`PerConnection`] wraps the shared service once
+//! per connection and hands every request its [`Connection`] as an
+//! extension. [`ReadDeadline`] is the body wrapper that bounds the time a
+//! request's message may take to arrive (the edge layer applies it).
 //!
 //! Nothing here may hold a request's bytes: bodies pass through as they
 //! are polled, and a body that has not ended within the read timeout is
@@ -128,22 +129,17 @@ impl Drop for Anonymous {
 }
 
 /// The shared service, as one connection calls it: every request gets the
-/// [`Connection`], a body that must end within `read_timeout`, and a
-/// response body that keeps the request counted until it ends.
+/// [`Connection`], and a response body that keeps the request counted
+/// until it ends.
 #[derive(Debug, Clone)]
 pub struct PerConnection<S> {
     inner: S,
     connection: Arc<Connection>,
-    read_timeout: Duration,
 }
 
 impl<S> PerConnection<S> {
-    pub fn new(inner: S, connection: Arc<Connection>, read_timeout: Duration) -> Self {
-        Self {
-            inner,
-            connection,
-            read_timeout,
-        }
+    pub fn new(inner: S, connection: Arc<Connection>) -> Self {
+        Self { inner, connection }
     }
 }
 
@@ -164,10 +160,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let open = self.connection.enter();
-        let deadline = Instant::now() + self.read_timeout;
-        let read_timeout = self.read_timeout;
-        let mut request =
-            request.map(|body| Body::new(ReadDeadline::new(body, deadline, read_timeout)));
+        let mut request = request.map(Body::new);
         request.extensions_mut().insert(self.connection.clone());
         let call = self.inner.call(request);
         Box::pin(async move {
@@ -178,10 +171,10 @@ where
 }
 
 pin_project! {
-    /// A request body that must end by `deadline`. Most bodies arrive
-    /// whole in their first read, so the timer is only made once a read
-    /// has to wait.
-    struct ReadDeadline<B> {
+    /// A request body that must end by `deadline`; past it, the body ends
+    /// with DEADLINE_EXCEEDED. Most bodies arrive whole in their first
+    /// read, so the timer is only made once a read has to wait.
+    pub struct ReadDeadline<B> {
         #[pin]
         inner: B,
         #[pin]
@@ -193,6 +186,11 @@ pin_project! {
 }
 
 impl<B> ReadDeadline<B> {
+    /// `inner`, which must end within `read_timeout` from now.
+    pub fn starting_now(inner: B, read_timeout: Duration) -> Self {
+        Self::new(inner, Instant::now() + read_timeout, read_timeout)
+    }
+
     fn new(inner: B, deadline: Instant, read_timeout: Duration) -> Self {
         Self {
             inner,

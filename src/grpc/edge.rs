@@ -7,6 +7,9 @@
 //! - counts calls without a valid token against their connection's
 //!   `max_anonymous_streams` (health and reflection need no token, so
 //!   anyone can open them) and answers RESOURCE_EXHAUSTED beyond it;
+//! - gives the request's body the read deadline ([`ReadDeadline`]): inside
+//!   grpc-web, so that its answer reaches the decoder as DEADLINE_EXCEEDED
+//!   rather than as tonic-web's own INTERNAL;
 //! - enforces the caller's deadline (`grpc-timeout`, [`super::deadline`]);
 //! - restates the statuses tonic makes itself before any handler runs
 //!   ([`super::status::restate`]).
@@ -18,6 +21,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response};
 use tonic::Status;
@@ -25,7 +29,7 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use super::auth::authenticate;
-use super::connection::{Connection, Holding};
+use super::connection::{Connection, Holding, ReadDeadline};
 use super::deadline::grpc_timeout;
 use super::status::restate;
 use crate::auth::Verifier;
@@ -36,13 +40,15 @@ use crate::error::{AppError, Limit};
 pub struct EdgeLayer {
     verifier: Verifier,
     max_anonymous_streams: usize,
+    read_timeout: Duration,
 }
 
 impl EdgeLayer {
-    pub fn new(verifier: Verifier, max_anonymous_streams: usize) -> Self {
+    pub fn new(verifier: Verifier, max_anonymous_streams: usize, read_timeout: Duration) -> Self {
         Self {
             verifier,
             max_anonymous_streams,
+            read_timeout,
         }
     }
 }
@@ -55,6 +61,7 @@ impl<S> Layer<S> for EdgeLayer {
             inner,
             verifier: self.verifier.clone(),
             max_anonymous_streams: self.max_anonymous_streams,
+            read_timeout: self.read_timeout,
         }
     }
 }
@@ -65,6 +72,7 @@ pub struct Edge<S> {
     inner: S,
     verifier: Verifier,
     max_anonymous_streams: usize,
+    read_timeout: Duration,
 }
 
 type BoxFuture<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
@@ -83,7 +91,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let read_timeout = self.read_timeout;
+        let mut request =
+            request.map(|body| Body::new(ReadDeadline::starting_now(body, read_timeout)));
         let authentication = authenticate(request.headers(), &self.verifier);
         let anonymous = match request.extensions().get::<Arc<Connection>>() {
             Some(connection) if !authentication.is_verified() => {

@@ -51,7 +51,8 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// TLS handshake plus the protocol's opening.
     pub handshake_timeout: Duration,
-    /// A request's body (its whole message) must have arrived by then.
+    /// A request's body (its whole message) must have arrived by then
+    /// (the edge layer enforces it, inside grpc-web).
     pub request_read_timeout: Duration,
     /// An HTTP/2 connection with no call open this long is closed.
     pub idle_timeout: Duration,
@@ -103,6 +104,8 @@ impl Default for ConnectionLimits {
 pub struct EdgeStats {
     /// Connections accepted and served.
     pub accepted: AtomicU64,
+    /// Accepted connections that have ended since.
+    pub closed: AtomicU64,
     /// Connections closed at once because `max_connections` were open.
     pub refused_at_capacity: AtomicU64,
     /// Connections closed because their handshake or opening took too long.
@@ -113,6 +116,14 @@ pub struct EdgeStats {
     pub idle_closed: AtomicU64,
     /// Failed accepts (each followed by a back-off).
     pub accept_errors: AtomicU64,
+}
+
+impl EdgeStats {
+    /// Connections open now.
+    pub fn open(&self) -> u64 {
+        let closed = self.closed.load(Ordering::Acquire);
+        self.accepted.load(Ordering::Acquire).saturating_sub(closed)
+    }
 }
 
 /// The first wait after a failed accept; it doubles per failure in a row.
@@ -206,8 +217,10 @@ pub async fn serve(
                 draining: draining.clone(),
             };
             connections.spawn(async move {
+                let stats = task.stats.clone();
                 task.run(stream, peer).await;
                 drop(permit);
+                stats.closed.fetch_add(1, Ordering::Release);
             });
         }
     }
@@ -325,11 +338,8 @@ impl ConnectionTask {
             }
         };
         let connection = Arc::new(Connection::new(peer, tls));
-        let service = TowerToHyperService::new(PerConnection::new(
-            self.service.clone(),
-            connection.clone(),
-            self.limits.request_read_timeout,
-        ));
+        let service =
+            TowerToHyperService::new(PerConnection::new(self.service.clone(), connection.clone()));
         let io = TokioIo::new(Rewind::new(opening, io));
         match protocol {
             Protocol::Http1 => {

@@ -169,7 +169,11 @@ pub async fn serve(
     let service = ServiceBuilder::new()
         .layer(web::cors_layer(&options.cors))
         .layer(tonic_web::GrpcWebLayer::new())
-        .layer(edge::EdgeLayer::new(verifier, calls.max_anonymous_streams))
+        .layer(edge::EdgeLayer::new(
+            verifier,
+            calls.max_anonymous_streams,
+            options.connections.request_read_timeout,
+        ))
         .service(routes);
     listen::serve(
         listener,
