@@ -436,15 +436,17 @@ async fn slow_request_bodies_are_ended_by_the_read_timeout() {
         });
         let answer = read_to_close(&mut reader, Duration::from_secs(8)).await;
         trickle.abort();
-        let text = String::from_utf8_lossy(&answer)
-            .replace("grpc-status:", "grpc-status: ")
-            .replace("grpc-status:  ", "grpc-status: ");
+        let text = String::from_utf8_lossy(&answer);
         assert!(
             started.elapsed() < Duration::from_secs(9),
             "{path} {length}: ended in {:?}",
             started.elapsed()
         );
-        assert!(text.contains("grpc-status: 4"), "{path} {length}: {text}");
+        // In the head (trailers-only) or in the trailer frame.
+        assert!(
+            text.contains("grpc-status: 4") || text.contains("grpc-status:4"),
+            "{path} {length}: {text}"
+        );
         assert!(
             text.contains("request-read-timeout"),
             "{path} {length}: {text}"

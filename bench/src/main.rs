@@ -8,7 +8,7 @@
 //! Every phase is bounded in count and by `--phase-timeout-secs`.
 //!
 //! ```text
-//! cargo build --release --bin jobstatus --bin jobstatus-bench
+//! cargo build --release -p jobstatus -p jobstatus-bench
 //! target/release/jobstatus-bench                 # the full run (~15 min)
 //! target/release/jobstatus-bench --smoke         # tiny sizes; non-zero exit on any failed check
 //! target/release/jobstatus-bench bare-server --listen 127.0.0.1:50099
@@ -16,13 +16,9 @@
 //!
 //! See BENCHMARKS.md for the workloads, the recorded figures and the plots.
 
-#[path = "../bench/bare.rs"]
 mod bare;
-#[path = "../bench/harness.rs"]
 mod harness;
-#[path = "../bench/report.rs"]
 mod report;
-#[path = "../bench/workloads.rs"]
 mod workloads;
 
 use std::net::SocketAddr;
