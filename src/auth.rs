@@ -130,11 +130,12 @@ impl std::fmt::Debug for JwtSettings {
     }
 }
 
-/// Verifies tokens. Cheap to clone.
+/// Verifies tokens. Cheap to clone (every connection's service holds one):
+/// the key and the rules are shared, not copied.
 #[derive(Clone)]
 pub struct Verifier {
-    key: DecodingKey,
-    validation: Validation,
+    key: Arc<DecodingKey>,
+    validation: Arc<Validation>,
     leeway_secs: i64,
     verified: Arc<Mutex<HashMap<Box<str>, Identity>>>,
 }
@@ -173,8 +174,8 @@ impl Verifier {
             None => validation.validate_aud = false,
         }
         Self {
-            key: DecodingKey::from_secret(&settings.secret),
-            validation,
+            key: Arc::new(DecodingKey::from_secret(&settings.secret)),
+            validation: Arc::new(validation),
             leeway_secs: i64::try_from(settings.leeway_secs).unwrap_or(i64::MAX),
             verified: Arc::default(),
         }

@@ -1122,3 +1122,60 @@ async fn running_out_of_file_descriptors_does_not_spin() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A client that completes its opening and then never answers the
+/// server's PINGs is closed after the keepalive interval and timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_do_not_answer_pings_are_closed() {
+    let mut options = quick();
+    options.connections.keepalive_interval = Duration::from_millis(500);
+    options.connections.keepalive_timeout = Duration::from_millis(500);
+    let server = spawn(options, false).await;
+    let mut socket = TcpStream::connect(server.addr).await.unwrap();
+    // The preface and an empty SETTINGS frame; after that, silence: the
+    // server's SETTINGS and PINGs are read and never answered.
+    socket
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert!(closed_within(&mut socket, Duration::from_secs(5)).await);
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "closed for not answering a PING, not before one was sent: {:?}",
+        started.elapsed()
+    );
+    server.stop().await;
+}
+
+/// An HTTP/2 header list over --http2-max-header-bytes is refused before
+/// any service sees it; one within it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_http2_header_lists_are_refused() {
+    let mut options = quick();
+    options.connections.http2_max_header_bytes = 8 * 1024;
+    let server = spawn(options, false).await;
+    let (mut h2, _driver) = h2_connect(server.addr).await;
+    let ask = |padding: usize| {
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{}{HEALTH_CHECK}", server.addr))
+            .header("content-type", "application/grpc")
+            .header("x-pad", "a".repeat(padding))
+            .body(())
+            .unwrap()
+    };
+    h2 = h2.ready().await.unwrap();
+    let (small, mut body) = h2.send_request(ask(4 * 1024), false).unwrap();
+    body.send_data(Bytes::from(frame(&[])), true).unwrap();
+    assert_eq!(h2_status(small).await.code(), Code::Ok);
+
+    h2 = h2.ready().await.unwrap();
+    let (large, _body) = h2.send_request(ask(12 * 1024), false).unwrap();
+    match tokio::time::timeout(PATIENCE, large).await.unwrap() {
+        Ok(response) => assert_eq!(response.status(), 431),
+        Err(err) => assert!(err.is_reset() || err.is_go_away(), "{err}"),
+    }
+    server.serves_a_legitimate_client().await;
+    server.stop().await;
+}

@@ -56,6 +56,11 @@ pub struct ServerSpec {
     pub connect_pid: Option<u32>,
     /// Real server processes sharing the (PostgreSQL) database in W1.
     pub replicas: usize,
+    /// Start the real server with its shipped limits (the abuse workload)
+    /// rather than with room for every capacity workload.
+    pub shipped_limits: bool,
+    /// More flags for the real server.
+    pub extra_args: Vec<String>,
 }
 
 /// One or more server processes of one target (replicas share the
@@ -169,18 +174,21 @@ impl Server {
                     .arg(addr.to_string())
                     .arg("--database-url")
                     .arg(url)
-                    .arg("--max-concurrent-streams")
-                    .arg(&streams)
+                    .args(&spec.extra_args)
+                    .env("JOBSTATUS_JWT_SECRET", &spec.secret);
+                if !spec.shipped_limits {
                     // Capacity workloads open far more connections and
                     // watches (one user watching a job 20 000 times) than
                     // the shipped limits let one client hold.
-                    .arg("--max-connections")
-                    .arg("1000000")
-                    .arg("--max-watches-per-user")
-                    .arg("10000000")
-                    .arg("--max-watches-per-service")
-                    .arg("10000000")
-                    .env("JOBSTATUS_JWT_SECRET", &spec.secret);
+                    cmd.arg("--max-concurrent-streams")
+                        .arg(&streams)
+                        .arg("--max-connections")
+                        .arg("1000000")
+                        .arg("--max-watches-per-user")
+                        .arg("10000000")
+                        .arg("--max-watches-per-service")
+                        .arg("10000000");
+                }
                 cmd
             }
             Target::Bare => {

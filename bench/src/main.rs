@@ -16,6 +16,7 @@
 //!
 //! See BENCHMARKS.md for the workloads, the recorded figures and the plots.
 
+mod abuse;
 mod bare;
 mod harness;
 mod report;
@@ -62,6 +63,8 @@ enum Workload {
     W2,
     W3,
     W4,
+    /// Attacks on the edge, with the shipped limits (real server only).
+    Abuse,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -83,7 +86,7 @@ struct RunArgs {
     #[arg(long)]
     smoke: bool,
     /// Workloads to run.
-    #[arg(long, value_delimiter = ',', default_value = "w1,w2,w3,w4")]
+    #[arg(long, value_delimiter = ',', default_value = "w1,w2,w3,w4,abuse")]
     workloads: Vec<Workload>,
     /// Servers to measure (bare is the baseline of every ratio).
     #[arg(long, value_delimiter = ',', default_value = "bare,real")]
@@ -323,6 +326,8 @@ async fn run(mut args: RunArgs) -> ExitCode {
         connect: args.connect,
         connect_pid: args.server_pid,
         replicas: args.replicas.max(1),
+        shipped_limits: false,
+        extra_args: Vec::new(),
     };
     let knobs = Knobs {
         connections: args.connections.max(1),
@@ -371,7 +376,13 @@ async fn run(mut args: RunArgs) -> ExitCode {
             errors.push(e);
         }
     };
-    for workload in [Workload::W1, Workload::W2, Workload::W3, Workload::W4] {
+    for workload in [
+        Workload::W1,
+        Workload::W2,
+        Workload::W3,
+        Workload::W4,
+        Workload::Abuse,
+    ] {
         if !args.workloads.contains(&workload) {
             continue;
         }
@@ -416,6 +427,24 @@ async fn run(mut args: RunArgs) -> ExitCode {
                 for &t in &targets {
                     keep(workloads::w4(&ctx, t).await, &mut rows);
                 }
+            }
+            Workload::Abuse if targets.contains(&Target::Real) && args.connect.is_none() => {
+                let sizes = if args.smoke {
+                    abuse::Sizes::smoke()
+                } else {
+                    abuse::Sizes::full()
+                };
+                match abuse::abuse(&ctx, sizes).await {
+                    Ok(rs) => {
+                        for r in rs {
+                            keep(Ok(r), &mut rows);
+                        }
+                    }
+                    Err(e) => keep(Err(e), &mut rows),
+                }
+            }
+            Workload::Abuse => {
+                eprintln!("  skipped: the abuse workload starts its own real server")
             }
         }
     }

@@ -61,7 +61,7 @@ impl Ctx {
         })
     }
 
-    fn alloc(&self, n: usize) -> Vec<i64> {
+    pub(crate) fn alloc(&self, n: usize) -> Vec<i64> {
         let n64 = i64::try_from(n).unwrap_or(i64::MAX);
         let first = self.next_id.fetch_add(n64, Ordering::Relaxed);
         (first..first + n64).collect()
@@ -89,7 +89,7 @@ pub struct Row {
 }
 
 impl Row {
-    fn new(workload: &'static str, size: usize, target: Target) -> Self {
+    pub(crate) fn new(workload: &'static str, size: usize, target: Target) -> Self {
         Self {
             workload,
             size: size as u64,
@@ -100,11 +100,11 @@ impl Row {
         }
     }
 
-    fn put(&mut self, name: &'static str, unit: &'static str, value: f64) {
+    pub(crate) fn put(&mut self, name: &'static str, unit: &'static str, value: f64) {
         self.metrics.push(Metric { name, unit, value });
     }
 
-    fn put_opt(&mut self, name: &'static str, unit: &'static str, value: Option<f64>) {
+    pub(crate) fn put_opt(&mut self, name: &'static str, unit: &'static str, value: Option<f64>) {
         if let Some(v) = value {
             self.put(name, unit, v);
         }
@@ -117,7 +117,7 @@ impl Row {
             .map(|m| m.value)
     }
 
-    fn check(&mut self, ok: bool, note: impl FnOnce() -> String) {
+    pub(crate) fn check(&mut self, ok: bool, note: impl FnOnce() -> String) {
         if !ok {
             self.ok = false;
             self.notes.push(note());

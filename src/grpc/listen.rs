@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::body::Body;
@@ -283,60 +284,109 @@ impl ConnectionTask {
             tracing::debug!(%peer, error = %err, "cannot set socket options");
         }
         let deadline = tokio::time::Instant::now() + self.limits.handshake_timeout;
+        // Each stage is boxed and ends before the next begins, so that a
+        // connection holds only the state of the stage it is in: inline,
+        // every connection's task would be as large as a TLS handshake, the
+        // protocol sniffing and a served connection together.
         match self.tls.clone() {
-            None => self.open(stream, peer, false, deadline).await,
+            None => {
+                let mut io = stream;
+                if let Some((opening, protocol)) =
+                    Box::pin(self.opening(&mut io, peer, deadline)).await
+                {
+                    Box::pin(self.serve(io, opening, protocol, peer, false)).await;
+                }
+            }
             Some(acceptor) => {
-                let handshake = tokio::select! {
-                    () = self.draining.cancelled() => return,
-                    done = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => done,
+                let Some(mut io) =
+                    Box::pin(self.tls_handshake(acceptor, stream, peer, deadline)).await
+                else {
+                    return;
                 };
-                match handshake {
-                    Ok(Ok(stream)) => self.open(stream, peer, true, deadline).await,
-                    Ok(Err(err)) => {
-                        self.stats
-                            .handshake_failures
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                    }
-                    Err(_) => {
-                        self.stats
-                            .handshake_timeouts
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                    }
+                if let Some((opening, protocol)) =
+                    Box::pin(self.opening(&mut io, peer, deadline)).await
+                {
+                    Box::pin(self.serve(io, opening, protocol, peer, true)).await;
                 }
             }
         }
     }
 
-    /// Reads the protocol's opening within the handshake deadline, then
-    /// serves the connection until it ends.
-    async fn open<IO>(self, mut io: IO, peer: SocketAddr, tls: bool, deadline: tokio::time::Instant)
-    where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
+    /// The TLS handshake, within the handshake deadline. The stream comes
+    /// back boxed: a rustls connection is kilobytes.
+    async fn tls_handshake(
+        &self,
+        acceptor: TlsAcceptor,
+        stream: TcpStream,
+        peer: SocketAddr,
+        deadline: tokio::time::Instant,
+    ) -> Option<Box<TlsStream<TcpStream>>> {
+        let handshake = tokio::select! {
+            () = self.draining.cancelled() => return None,
+            done = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => done,
+        };
+        match handshake {
+            Ok(Ok(stream)) => Some(Box::new(stream)),
+            Ok(Err(err)) => {
+                self.stats
+                    .handshake_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                self.stats
+                    .handshake_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%peer, "TLS handshake timed out");
+                None
+            }
+        }
+    }
+
+    /// Reads the protocol's opening within the handshake deadline: what was
+    /// read (to be replayed to hyper) and the protocol.
+    async fn opening<IO: AsyncRead + Unpin>(
+        &self,
+        io: &mut IO,
+        peer: SocketAddr,
+        deadline: tokio::time::Instant,
+    ) -> Option<(Vec<u8>, Protocol)> {
         let mut opening = Vec::new();
         let sniffed = tokio::select! {
-            () = self.draining.cancelled() => return,
-            sniffed = tokio::time::timeout_at(deadline, sniff(&mut io, &mut opening)) => sniffed,
+            () = self.draining.cancelled() => return None,
+            sniffed = tokio::time::timeout_at(deadline, sniff(io, &mut opening)) => sniffed,
         };
-        let protocol = match sniffed {
-            Ok(Ok(protocol)) => protocol,
+        match sniffed {
+            Ok(Ok(protocol)) => Some((opening, protocol)),
             Ok(Err(err)) => {
                 self.stats
                     .handshake_failures
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%peer, error = %err, "connection closed before its protocol was known");
-                return;
+                None
             }
             Err(_) => {
                 self.stats
                     .handshake_timeouts
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%peer, "connection sent no complete HTTP opening in time");
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// Serves the connection with hyper until it ends.
+    async fn serve<IO>(
+        &self,
+        io: IO,
+        opening: Vec<u8>,
+        protocol: Protocol,
+        peer: SocketAddr,
+        tls: bool,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let connection = Arc::new(Connection::new(peer, tls));
         let service =
             TowerToHyperService::new(PerConnection::new(self.service.clone(), connection.clone()));
