@@ -100,6 +100,10 @@ pub struct ServeArgs {
     /// given), a demo job, and ready-to-paste tokens printed at start-up.
     #[arg(long, env = "JOBSTATUS_DEV")]
     pub dev: bool,
+    /// With --dev: remove the demo database and its kept secret first, and
+    /// start the demo over (SQLite only). An action, so no variable.
+    #[arg(long, requires = "dev")]
+    pub reset: bool,
     /// Seconds between heartbeats on idle watch streams.
     #[arg(long, env = "JOBSTATUS_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_secs: u64,

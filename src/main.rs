@@ -81,14 +81,40 @@ fn open_files_limit(max_connections: u64) {
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
-    let jwt = match (args.jwt.settings(), args.dev) {
-        (Ok(s), _) => s,
-        (Err(_), true) if args.jwt.jwt_secret.is_none() => JwtSettings {
-            secret: dev::generate_secret().into_bytes(),
-            issuer: args.jwt.jwt_issuer.clone(),
-            audience: args.jwt.jwt_audience.clone(),
-            leeway_secs: args.jwt.jwt_leeway_secs,
-        },
+    let database_url = args.database_url();
+    if args.reset {
+        match dev::reset(&database_url) {
+            Ok(removed) => {
+                for path in removed {
+                    tracing::info!(path = %path.display(), "--reset removed");
+                }
+            }
+            Err(e) => {
+                tracing::error!("cannot reset the demo: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let (jwt, secret_source) = match (args.jwt.settings(), args.dev) {
+        (Ok(s), _) => (s, dev::SecretSource::Given),
+        (Err(_), true) if args.jwt.jwt_secret.is_none() => {
+            let path = dev::secret_path(&database_url);
+            match dev::load_or_create_secret(&path) {
+                Ok((secret, new)) => (
+                    JwtSettings {
+                        secret: secret.into_bytes(),
+                        issuer: args.jwt.jwt_issuer.clone(),
+                        audience: args.jwt.jwt_audience.clone(),
+                        leeway_secs: args.jwt.jwt_leeway_secs,
+                    },
+                    dev::SecretSource::Kept { path, new },
+                ),
+                Err(e) => {
+                    tracing::error!("cannot keep the demo's secret in {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         (Err(e), _) => {
             tracing::error!("{e}");
             return ExitCode::from(2);
@@ -115,7 +141,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     open_files_limit(args.max_connections);
     let settings = Settings {
         listen: args.listen,
-        database_url: args.database_url(),
+        database_url,
         jwt: jwt.clone(),
         heartbeat: args.heartbeat(),
         store: StoreOptions {
@@ -144,7 +170,14 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     if args.dev
-        && let Err(e) = dev::prepare(app.jobs(), &jwt, app.local_addr(), speaks_tls).await
+        && let Err(e) = dev::prepare(
+            app.jobs(),
+            &jwt,
+            &secret_source,
+            app.local_addr(),
+            speaks_tls,
+        )
+        .await
     {
         tracing::error!("cannot prepare the demo job: {e}");
         return ExitCode::FAILURE;

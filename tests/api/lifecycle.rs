@@ -2,6 +2,7 @@
 //! streams, durability across restarts, health checking and reflection.
 
 use crate::helpers::*;
+use jobstatus::grpc::pb::job_service_client::JobServiceClient;
 use jobstatus::grpc::pb::{self, EventType, PaymentMethod};
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -392,4 +393,146 @@ async fn serve_dev_prints_grpcurl_hints_that_work() {
         }
         server.kill().await.expect("stop the server");
     }
+}
+
+/// A `serve --dev` process on `db`, and the lines it printed up to the
+/// last sign-in link.
+async fn serve_dev(
+    db: &std::path::Path,
+    extra: &[&str],
+) -> (tokio::process::Child, String, Vec<String>) {
+    use tokio::io::AsyncBufReadExt;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let url = format!("sqlite://{}", db.display());
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobstatus"))
+        .args(["serve", "--dev", "--listen", &addr, "--database-url", &url])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .env_remove("JOBSTATUS_JWT_SECRET")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("server starts");
+    let mut lines = tokio::io::BufReader::new(server.stdout.take().expect("stdout")).lines();
+    let mut printed = Vec::new();
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            let done = line.contains("as the worker:");
+            printed.push(line);
+            if done {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the start-up lines are printed");
+    (server, addr, printed)
+}
+
+fn printed_token(lines: &[String], name: &str) -> String {
+    let prefix = format!("export {name}=");
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("{name} printed: {lines:#?}"))
+        .to_owned()
+}
+
+async fn get_job_as(addr: &str, token: &str) -> Result<pb::Job, tonic::Status> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    JobServiceClient::with_interceptor(channel, Bearer::new(token))
+        .get_job(pb::GetJobRequest { job_id: 1 })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// `--dev` keeps its secret beside the demo database (mode 0600), so tokens
+/// printed by one run still work after a restart; the start-up line tells
+/// the demo job's real state; the sign-in links carry each role's token;
+/// `--dev --reset` starts over with a new secret and a new demo job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_dev_survives_restarts_and_resets_on_request() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let db = dir.path().join("demo.db");
+
+    let (mut first, addr, lines) = serve_dev(&db, &[]).await;
+    let text = lines.join("\n");
+    assert!(
+        text.contains(
+            "demo job 1 (client client-alice, worker worker-bob) is in_progress at revision 1"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("a new secret kept in"), "{text}");
+    let client = printed_token(&lines, "CLIENT_TOKEN");
+    let worker = printed_token(&lines, "WORKER_TOKEN");
+    assert!(
+        text.contains(&format!(
+            "as the client: http://localhost:5173/?api=http://{addr}&job=1&token={client}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!("&token={worker}")), "{text}");
+    let secret = dir.path().join("demo.secret");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secret)
+            .expect("secret kept")
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o777,
+            0o600,
+            "the secret is readable by its owner only"
+        );
+    }
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    JobServiceClient::with_interceptor(channel, Bearer::new(&worker))
+        .mark_complete(mark(1))
+        .await
+        .expect("the worker marks the demo job complete");
+    first.kill().await.expect("stop");
+
+    // Restarted: the job's real state, and the old tokens still work.
+    let (mut second, addr, lines) = serve_dev(&db, &[]).await;
+    let text = lines.join("\n");
+    assert!(
+        text.contains("is awaiting_client_approval at revision 2"),
+        "{text}"
+    );
+    assert!(text.contains("since an earlier run"), "{text}");
+    let job = get_job_as(&addr, &client)
+        .await
+        .expect("a token from the first run works");
+    assert_eq!(job.revision, 2);
+    second.kill().await.expect("stop");
+
+    // Reset: a new demo and a new secret; the old tokens are refused.
+    let (mut third, addr, lines) = serve_dev(&db, &["--reset"]).await;
+    let text = lines.join("\n");
+    assert!(text.contains("is in_progress at revision 1"), "{text}");
+    assert!(text.contains("a new secret kept in"), "{text}");
+    let refused = get_job_as(&addr, &client)
+        .await
+        .expect_err("old token refused");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let fresh = printed_token(&lines, "CLIENT_TOKEN");
+    assert_eq!(
+        get_job_as(&addr, &fresh).await.expect("new token").revision,
+        1
+    );
+    third.kill().await.expect("stop");
 }
