@@ -31,7 +31,8 @@ impl EventKind {
         EventKind::JobCancelled,
     ];
 
-    /// The seed's event name; also what the database stores.
+    /// The event's wire name (`worker_marked_complete`, ...); also what the
+    /// database stores.
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::JobCreated => "job_created",

@@ -251,7 +251,7 @@ pub struct Job {
 }
 
 impl Job {
-    /// The seed's `worker_marked_complete`: the worker has said they are done
+    /// `worker_marked_complete` on the wire: the worker has said they are done
     /// and the job has not gone back to work or been cancelled since.
     pub fn worker_marked_complete(&self) -> bool {
         matches!(
@@ -260,7 +260,7 @@ impl Job {
         )
     }
 
-    /// The seed's `client_marked_complete`: the client approved completion.
+    /// `client_marked_complete` on the wire: the client approved completion.
     pub fn client_marked_complete(&self) -> bool {
         matches!(
             self.status,
@@ -268,7 +268,7 @@ impl Job {
         )
     }
 
-    /// The seed's `awaiting_client_verification`.
+    /// `awaiting_client_verification` on the wire.
     pub fn awaiting_client_verification(&self) -> bool {
         self.status == JobStatus::AwaitingClientApproval
     }

@@ -1,18 +1,19 @@
-//! Whole job lives, watched: the seed's two-party test and the payment paths.
+//! Whole job lives, watched: the two-party test and the payment paths.
 
 use crate::helpers::*;
 use jobstatus::grpc::pb::{self, ActorRole, EventType, JobStatus, PaymentMethod, SnapshotReason};
 
 crate::backend_tests!(
-    seed_two_watchers_see_mark_complete_and_cash_approval,
+    two_watchers_see_mark_complete_and_cash_approval,
     cash_payment_runs_to_completion_and_ends_streams_cleanly,
     gcash_payment_is_confirmed_by_the_payment_service,
     requested_changes_send_the_job_back_to_work,
     get_job_returns_the_current_state_to_both_parties,
 );
 
-/// The seed's "Testing" section: client and worker watch the same job.
-async fn seed_two_watchers_see_mark_complete_and_cash_approval(backend: Backend) {
+/// The two-party test: client and worker watch the same job and see each
+/// other's actions at once.
+async fn two_watchers_see_mark_complete_and_cash_approval(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.create_job(123).await;
     let mut client = app.client(CLIENT).await;

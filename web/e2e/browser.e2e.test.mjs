@@ -1,4 +1,4 @@
-// The seed's "Testing" section, automated in Debian's Chromium: two
+// The two-party test, automated in Debian's Chromium: two
 // browsers (client and worker) on the same job see each other's actions
 // without a reload; a stranger is denied; a server restart mid-session is
 // survived with nothing missed; the same over TLS (HTTP/2). The page is
@@ -100,8 +100,8 @@ async function shot(tab, name) {
   await tab.screenshot({ path: join(RESULTS, `${name}.png`), fullPage: true });
 }
 
-/** The seed's test on job `job`: mark complete, see it, approve with CASH, see that. */
-async function seedFlow(client, worker, job) {
+/** The two-party flow on job `job`: mark complete, see it, approve with CASH, see that. */
+async function twoPartyFlow(client, worker, job) {
   await expectLive(client.tab);
   await expectLive(worker.tab);
   await expect.poll(() => actions(client.tab).innerText()).toContain("The worker is working on this job.");
@@ -129,7 +129,7 @@ describe("two browsers over HTTP/1.1, page on another origin", () => {
     const worker = await openAs(WORKER, { job: 1 });
     // The list shows every job of the caller.
     await expect.poll(() => client.tab.locator("#job-list li").count(), { timeout: LIVE }).toBe(3);
-    await seedFlow(client, worker, 1);
+    await twoPartyFlow(client, worker, 1);
     // Plain http: the browser spoke HTTP/1.1 to the API.
     expect(worker.protocols.length).toBeGreaterThan(0);
     expect(worker.protocols.every((p) => p === "http/1.1")).toBe(true);
@@ -222,10 +222,10 @@ describe("over TLS", () => {
     await tlsServer?.stop();
   });
 
-  it("runs the seed's flow with the browser on HTTP/2", async () => {
+  it("runs the two-party flow with the browser on HTTP/2", async () => {
     const client = await openAs(CLIENT, { job: 3, api: tlsServer.url, tls: true });
     const worker = await openAs(WORKER, { job: 3, api: tlsServer.url, tls: true });
-    await seedFlow(client, worker, 3);
+    await twoPartyFlow(client, worker, 3);
     expect(worker.protocols.length).toBeGreaterThan(0);
     expect(worker.protocols.every((p) => p === "h2")).toBe(true);
     await shot(client.tab, "tls-client");

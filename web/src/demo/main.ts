@@ -1,5 +1,5 @@
 /**
- * The job details page the seed left as a TODO, on the reconnecting client:
+ * The job details page, on the reconnecting client:
  * the caller's jobs live through WatchMyJobs, the open job live through
  * WatchJob, actions through unary calls. Every state shown comes from the
  * server's stream, so two browsers always agree; errors are shown in the

@@ -59,18 +59,24 @@ export type Job = Message<"jobstatus.v1.Job"> & {
   paymentMethod: PaymentMethod;
 
   /**
-   * Derived from status, as the seed's JSON carried them.
+   * Derived from status, for pages that show the job as three flags:
+   * the worker has marked the job complete (AWAITING_CLIENT_APPROVAL and
+   * after)...
    *
    * @generated from field: bool worker_marked_complete = 6;
    */
   workerMarkedComplete: boolean;
 
   /**
+   * ...the client has approved the completion (AWAITING_PAYMENT and after)...
+   *
    * @generated from field: bool client_marked_complete = 7;
    */
   clientMarkedComplete: boolean;
 
   /**
+   * ...and the job waits for the client's review (AWAITING_CLIENT_APPROVAL).
+   *
    * @generated from field: bool awaiting_client_verification = 8;
    */
   awaitingClientVerification: boolean;
@@ -122,7 +128,8 @@ export const JobSchema: GenMessage<Job> = /*@__PURE__*/
   messageDesc(file_jobstatus_v1_jobstatus, 0);
 
 /**
- * One change to one job. Carries everything the seed's WebSocket JSON did.
+ * One change to one job: what happened, to which job, by whom, the flags and
+ * status after it, and the whole job after it.
  *
  * @generated from message jobstatus.v1.JobEvent
  */
@@ -712,7 +719,9 @@ export const CancelJobRequestSchema: GenMessage<CancelJobRequest> = /*@__PURE__*
   messageDesc(file_jobstatus_v1_jobstatus, 17);
 
 /**
- * Where a job is in its life. The seed's three booleans are derived from it.
+ * Where a job is in its life. The booleans worker_marked_complete,
+ * client_marked_complete and awaiting_client_verification on Job and
+ * JobEvent are derived from it.
  *
  * @generated from enum jobstatus.v1.JobStatus
  */
