@@ -23,6 +23,11 @@ pub enum Authentication {
     Refused(AuthError),
 }
 
+/// The path (`/package.Service/Method`) of a call without a valid token,
+/// for the refusal's log line. Only such calls carry it.
+#[derive(Debug, Clone)]
+pub struct CallPath(pub Box<str>);
+
 impl Authentication {
     pub fn is_verified(&self) -> bool {
         matches!(self, Authentication::Verified(_))
@@ -81,8 +86,8 @@ impl Authenticate {
                 .unwrap_or_default();
             let method = request
                 .extensions()
-                .get::<tonic::GrpcMethod>()
-                .map(|m| m.method())
+                .get::<CallPath>()
+                .map(|p| p.0.as_ref())
                 .unwrap_or_default();
             if matches!(err, AuthError::Expired) {
                 // Routine: a client that has not refreshed yet.

@@ -28,7 +28,7 @@ use tonic::Status;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use super::auth::authenticate;
+use super::auth::{CallPath, authenticate};
 use super::connection::{Connection, Holding, ReadDeadline};
 use super::deadline::grpc_timeout;
 use super::status::restate;
@@ -113,6 +113,10 @@ where
             }
             _ => None,
         };
+        if !authentication.is_verified() {
+            let path = CallPath(request.uri().path().into());
+            request.extensions_mut().insert(path);
+        }
         request.extensions_mut().insert(authentication);
         let timeout = grpc_timeout(request.headers());
         let call = self.inner.call(request);
