@@ -1,5 +1,6 @@
 //! Every failure mode has its own code and a message a person can act on.
 
+use crate::harness::{Trial, trial};
 use crate::helpers::*;
 use jobstatus::grpc::pb::job_admin_service_client::JobAdminServiceClient;
 use jobstatus::grpc::pb::job_service_client::JobServiceClient;
@@ -502,7 +503,6 @@ async fn request_id_retries_return_the_original_answer(backend: Backend) {
 }
 
 /// SQLite's way to be unreachable: another process holds the write lock.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locked_sqlite_database_is_unavailable_and_not_serving() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     app.create_job(1).await;
@@ -639,4 +639,13 @@ async fn a_corrupt_row_fails_only_its_own_calls(backend: Backend) {
             assert_eq!(job.into_inner().revision, 2, "job {id}");
         }
     }
+}
+
+/// The tests of this module that are not per backend.
+pub fn trials() -> Vec<Trial> {
+    vec![trial(
+        "errors::locked_sqlite_database_is_unavailable_and_not_serving",
+        &[],
+        locked_sqlite_database_is_unavailable_and_not_serving,
+    )]
 }

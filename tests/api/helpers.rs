@@ -7,8 +7,8 @@
 //! PostgreSQL tests use the server at `JOBSTATUS_TEST_POSTGRES` (default
 //! `postgres://postgres@127.0.0.1:5432`): each creates its own database
 //! `jobstatus_t_<random>` there and drops it when the test ends. Where that
-//! server is unreachable they print `SKIPPED (PostgreSQL not reachable …)`
-//! and pass, unless `JOBSTATUS_REQUIRE_POSTGRES=1` (set by `.ci/run`) makes
+//! server is unreachable the runner ([`crate::harness`]) reports them
+//! ignored, unless `JOBSTATUS_REQUIRE_POSTGRES=1` (set by `.ci/run`) makes
 //! them fail.
 
 #![allow(dead_code)]
@@ -46,28 +46,28 @@ pub enum Backend {
     Postgres,
 }
 
-/// Instantiates each `async fn name(backend: Backend)` once per backend.
+/// Instantiates each `async fn name(backend: Backend)` once per backend:
+/// `backend_trials()` lists them as `<module>::sqlite::name` and
+/// `<module>::postgres::name` (the latter needs PostgreSQL).
 #[macro_export]
 macro_rules! backend_tests {
     ($($name:ident),* $(,)?) => {
-        pub mod sqlite {
+        pub fn backend_trials() -> Vec<$crate::harness::Trial> {
+            let module = module_path!().rsplit("::").next().unwrap_or_default();
+            let mut trials = Vec::new();
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::helpers::Backend::Sqlite).await
-                }
+                trials.push($crate::harness::trial(
+                    format!("{module}::sqlite::{}", stringify!($name)),
+                    &[],
+                    || $name($crate::helpers::Backend::Sqlite),
+                ));
+                trials.push($crate::harness::trial(
+                    format!("{module}::postgres::{}", stringify!($name)),
+                    &[$crate::harness::Need::Postgres],
+                    || $name($crate::helpers::Backend::Postgres),
+                ));
             )*
-        }
-        pub mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    if !$crate::helpers::postgres_available(stringify!($name)).await {
-                        return;
-                    }
-                    super::$name($crate::helpers::Backend::Postgres).await
-                }
-            )*
+            trials
         }
     };
 }
@@ -173,30 +173,6 @@ pub async fn pg_admin() -> Result<sqlx::PgConnection, sqlx::Error> {
         Ok(result) => result,
         Err(_) => Err(sqlx::Error::PoolTimedOut),
     }
-}
-
-/// Whether PostgreSQL tests can run. If not, says so loudly and returns
-/// false, or fails the test when JOBSTATUS_REQUIRE_POSTGRES=1.
-pub async fn postgres_available(test: &str) -> bool {
-    use sqlx::Connection;
-    let error = match pg_admin().await {
-        Ok(conn) => {
-            let _ = conn.close().await;
-            return true;
-        }
-        Err(e) => e,
-    };
-    let server = jobstatus::storage::redact(&postgres_server());
-    if std::env::var("JOBSTATUS_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
-        panic!(
-            "PostgreSQL is required (JOBSTATUS_REQUIRE_POSTGRES=1) but not reachable at {server}: {error}"
-        );
-    }
-    eprintln!(
-        "SKIPPED (PostgreSQL not reachable at {server}: {error}): {test} on PostgreSQL; \
-         set JOBSTATUS_REQUIRE_POSTGRES=1 to make this a failure"
-    );
-    false
 }
 
 /// A database (and maybe a role) created for one test, dropped on drop.

@@ -1,6 +1,7 @@
 //! The process around the service: graceful shutdown with resumable
 //! streams, durability across restarts, health checking and reflection.
 
+use crate::harness::{Need, Trial, trial};
 use crate::helpers::*;
 use jobstatus::grpc::pb::job_service_client::JobServiceClient;
 use jobstatus::grpc::pb::{self, EventType, PaymentMethod};
@@ -138,31 +139,8 @@ async fn health_and_reflection_answer_without_a_token(backend: Backend) {
     }
 }
 
-/// Whether grpcurl is installed. Where it is not, says that `what` is
-/// skipped, or fails if JOBSTATUS_REQUIRE_GRPCURL=1 (set by .ci/run).
-fn grpcurl_available(what: &str) -> bool {
-    let found = std::process::Command::new("grpcurl")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success() || !o.stderr.is_empty());
-    if !found {
-        assert!(
-            std::env::var("JOBSTATUS_REQUIRE_GRPCURL").is_err(),
-            "grpcurl is required (JOBSTATUS_REQUIRE_GRPCURL is set) but not installed"
-        );
-        eprintln!("SKIPPED {what}: grpcurl is not installed");
-    }
-    found
-}
-
 /// grpcurl, the tool the README's examples use, against the real server.
-/// Skipped (loudly) where grpcurl is not installed, unless
-/// JOBSTATUS_REQUIRE_GRPCURL=1 (set by .ci/run) makes it required.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_and_calls_the_services() {
-    if !grpcurl_available("grpcurl_lists_and_calls_the_services") {
-        return;
-    }
     let app = TestApp::spawn(Backend::Sqlite).await;
     app.create_job(1).await;
     let addr = app.addr.to_string();
@@ -227,7 +205,6 @@ async fn grpcurl_lists_and_calls_the_services() {
 /// The real binary, as an operator runs it: `jobstatus token` mints a token
 /// the server accepts, and SIGTERM ends watch streams with the resumable
 /// status and exits 0 after draining.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_and_drains_on_sigterm() {
     let dir = tempfile::TempDir::new().expect("temp dir");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -311,13 +288,11 @@ async fn the_binary_serves_and_drains_on_sigterm() {
 }
 
 /// `serve --dev` prints grpcurl hints that work as printed: plain text
-/// without TLS, and with `--tls-cert` hints for a TLS port. The printed
-/// `list` command is run when grpcurl is installed (required in CI).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// without TLS, and with `--tls-cert` hints for a TLS port; the printed
+/// `list` command is run.
 async fn serve_dev_prints_grpcurl_hints_that_work() {
     use tokio::io::AsyncBufReadExt;
 
-    let grpcurl = grpcurl_available("serve_dev_prints_grpcurl_hints_that_work (running the hint)");
     let dir = tempfile::TempDir::new().expect("temp dir");
     let certified =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
@@ -367,7 +342,7 @@ async fn serve_dev_prints_grpcurl_hints_that_work() {
         if tls {
             assert!(!text.contains("-plaintext"), "{text}");
         }
-        if grpcurl {
+        {
             let list = hints
                 .iter()
                 .map(|l| l.trim())
@@ -458,7 +433,6 @@ async fn get_job_as(addr: &str, token: &str) -> Result<pb::Job, tonic::Status> {
 /// printed by one run still work after a restart; the start-up line tells
 /// the demo job's real state; the sign-in links carry each role's token;
 /// `--dev --reset` starts over with a new secret and a new demo job.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_dev_survives_restarts_and_resets_on_request() {
     let dir = tempfile::TempDir::new().expect("temp dir");
     let db = dir.path().join("demo.db");
@@ -535,4 +509,30 @@ async fn serve_dev_survives_restarts_and_resets_on_request() {
         1
     );
     third.kill().await.expect("stop");
+}
+
+/// The tests of this module that are not per backend.
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial(
+            "lifecycle::grpcurl_lists_and_calls_the_services",
+            &[Need::Grpcurl],
+            grpcurl_lists_and_calls_the_services,
+        ),
+        trial(
+            "lifecycle::the_binary_serves_and_drains_on_sigterm",
+            &[],
+            the_binary_serves_and_drains_on_sigterm,
+        ),
+        trial(
+            "lifecycle::serve_dev_prints_grpcurl_hints_that_work",
+            &[Need::Grpcurl],
+            serve_dev_prints_grpcurl_hints_that_work,
+        ),
+        trial(
+            "lifecycle::serve_dev_survives_restarts_and_resets_on_request",
+            &[],
+            serve_dev_survives_restarts_and_resets_on_request,
+        ),
+    ]
 }

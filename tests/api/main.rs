@@ -1,8 +1,11 @@
 //! The integration suite: the real server on a random port, driven by the
-//! generated tonic clients. One binary, one module per concern.
+//! generated tonic clients. One binary, one module per concern, run by its
+//! own runner ([`harness`]) so that tests needing PostgreSQL or grpcurl are
+//! reported ignored, in the summary, where those are absent.
 
 #[path = "../common/mod.rs"]
 mod common;
+mod harness;
 mod helpers;
 
 mod errors;
@@ -10,3 +13,20 @@ mod flows;
 mod lifecycle;
 mod replicas;
 mod watch;
+
+fn main() -> std::process::ExitCode {
+    let arguments = libtest_mimic::Arguments::from_args();
+    let trials = [
+        errors::backend_trials(),
+        errors::trials(),
+        flows::backend_trials(),
+        lifecycle::backend_trials(),
+        lifecycle::trials(),
+        replicas::trials(),
+        watch::backend_trials(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    libtest_mimic::run(&arguments, trials).exit_code()
+}

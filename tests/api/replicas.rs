@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::harness::{Need, Trial, trial};
 use crate::helpers::*;
 use jobstatus::domain::JobId;
 use jobstatus::grpc::pb::watch_job_response::Kind;
@@ -117,12 +118,7 @@ async fn listening(a: &TestApp, b: &TestApp) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_on_each_replica_see_the_other_replicas_commits_in_order() {
-    if !postgres_available("watchers_on_each_replica_see_the_other_replicas_commits_in_order").await
-    {
-        return;
-    }
     let (a, b) = two_replicas(options()).await;
     listening(&a, &b).await;
     a.create_job(1).await;
@@ -145,11 +141,7 @@ async fn watchers_on_each_replica_see_the_other_replicas_commits_in_order() {
     assert_gap_free_log(&a, 1).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_listener_is_caught_up_and_watchers_miss_nothing() {
-    if !postgres_available("killed_listener_is_caught_up_and_watchers_miss_nothing").await {
-        return;
-    }
     // A waits a whole second before reconnecting, so the commits below
     // certainly happen while it hears nothing: only the catch-up after its
     // reconnect can deliver them.
@@ -225,11 +217,7 @@ async fn killed_listener_is_caught_up_and_watchers_miss_nothing() {
     assert_eq!(assert_gap_free_log(&a, 1).await, last);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_commands_through_two_replicas_have_one_winner() {
-    if !postgres_available("conflicting_commands_through_two_replicas_have_one_winner").await {
-        return;
-    }
     let (a, b) = two_replicas(options()).await;
     const JOBS: i64 = 12;
 
@@ -345,11 +333,7 @@ async fn conflicting_commands_through_two_replicas_have_one_winner() {
     assert!(seen.iter().all(|r| (1..=last).contains(r)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_is_unavailable_and_not_serving_then_recovers() {
-    if !postgres_available("database_outage_is_unavailable_and_not_serving_then_recovers").await {
-        return;
-    }
     // The servers connect as a role of this test's own, so blocking it
     // disturbs no other test.
     let db = TestDb::postgres(true).await;
@@ -461,15 +445,7 @@ async fn wait_for_health(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_my_jobs_on_one_replica_follows_the_other_even_across_a_killed_listener() {
-    if !postgres_available(
-        "watch_my_jobs_on_one_replica_follows_the_other_even_across_a_killed_listener",
-    )
-    .await
-    {
-        return;
-    }
     use pb::watch_my_jobs_response::Kind as MyKind;
     let db = TestDb::postgres(false).await;
     let mut slow = options();
@@ -533,12 +509,7 @@ async fn watch_my_jobs_on_one_replica_follows_the_other_even_across_a_killed_lis
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_statement_fails_unavailable_after_the_statement_timeout() {
-    if !postgres_available("a_stuck_statement_fails_unavailable_after_the_statement_timeout").await
-    {
-        return;
-    }
     let db = TestDb::postgres(false).await;
     let mut quick = options();
     quick.store.statement_timeout = Duration::from_millis(300);
@@ -566,11 +537,7 @@ async fn a_stuck_statement_fails_unavailable_after_the_statement_timeout() {
     assert_eq!(job.into_inner().revision, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_resumes_on_another_replica_when_its_replica_goes_away() {
-    if !postgres_available("a_watch_resumes_on_another_replica_when_its_replica_goes_away").await {
-        return;
-    }
     let (mut a, b) = two_replicas(options()).await;
     listening(&a, &b).await;
     a.create_job(1).await;
@@ -594,11 +561,7 @@ async fn a_watch_resumes_on_another_replica_when_its_replica_goes_away() {
 /// A burst of notifications costs one log read per batch, not one per
 /// notification: those already received are taken together and each
 /// (job, revision) is read and published once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_notifications_is_read_in_batches() {
-    if !postgres_available("a_burst_of_notifications_is_read_in_batches").await {
-        return;
-    }
     let app = TestApp::spawn_with(Backend::Postgres, options()).await;
     app.create_job(1).await;
     let _watch = watcher(&app, CLIENT, 1, 1).await;
@@ -628,4 +591,50 @@ async fn a_burst_of_notifications_is_read_in_batches() {
         forwarded <= 30,
         "300 notifications of one revision were read {forwarded} times"
     );
+}
+
+/// The tests of this module that are not per backend.
+pub fn trials() -> Vec<Trial> {
+    vec![
+        trial(
+            "replicas::watchers_on_each_replica_see_the_other_replicas_commits_in_order",
+            &[Need::Postgres],
+            watchers_on_each_replica_see_the_other_replicas_commits_in_order,
+        ),
+        trial(
+            "replicas::killed_listener_is_caught_up_and_watchers_miss_nothing",
+            &[Need::Postgres],
+            killed_listener_is_caught_up_and_watchers_miss_nothing,
+        ),
+        trial(
+            "replicas::conflicting_commands_through_two_replicas_have_one_winner",
+            &[Need::Postgres],
+            conflicting_commands_through_two_replicas_have_one_winner,
+        ),
+        trial(
+            "replicas::database_outage_is_unavailable_and_not_serving_then_recovers",
+            &[Need::Postgres],
+            database_outage_is_unavailable_and_not_serving_then_recovers,
+        ),
+        trial(
+            "replicas::watch_my_jobs_on_one_replica_follows_the_other_even_across_a_killed_listener",
+            &[Need::Postgres],
+            watch_my_jobs_on_one_replica_follows_the_other_even_across_a_killed_listener,
+        ),
+        trial(
+            "replicas::a_stuck_statement_fails_unavailable_after_the_statement_timeout",
+            &[Need::Postgres],
+            a_stuck_statement_fails_unavailable_after_the_statement_timeout,
+        ),
+        trial(
+            "replicas::a_watch_resumes_on_another_replica_when_its_replica_goes_away",
+            &[Need::Postgres],
+            a_watch_resumes_on_another_replica_when_its_replica_goes_away,
+        ),
+        trial(
+            "replicas::a_burst_of_notifications_is_read_in_batches",
+            &[Need::Postgres],
+            a_burst_of_notifications_is_read_in_batches,
+        ),
+    ]
 }
