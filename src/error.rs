@@ -38,6 +38,16 @@ pub enum AppError {
         "server is shutting down; reconnect and resume job {job} with after_revision={revision}"
     )]
     ShuttingDown { job: JobId, revision: i64 },
+    /// UNAVAILABLE: ends a WatchMyJobs stream on server shutdown; the client
+    /// reconnects with `after_revisions` and misses nothing.
+    #[error(
+        "server is shutting down; reconnect and resume with after_revisions (the last revision of each job)"
+    )]
+    ShuttingDownResumeAll,
+    /// PERMISSION_DENIED: WatchMyJobs with a service token; services have
+    /// no jobs of their own.
+    #[error("WatchMyJobs lists a user's own jobs; a service token has none (use WatchJob)")]
+    NotAUser,
     /// DEADLINE_EXCEEDED: the caller's own deadline (`grpc-timeout`) passed.
     #[error(
         "the call's deadline (grpc-timeout) passed before it was answered; a change it asked for may still be committed: retry with the same request_id, or read the job, to find out"

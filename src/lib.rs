@@ -14,10 +14,12 @@
 //!   commits).
 //! - [`jobs`]: the application service: commands, reads and the watch
 //!   promise (snapshot, replay, lag recovery), free of transport concerns.
-//! - [`my_jobs`]: WatchMyJobs, every job of one user on one stream.
+//! - [`my_jobs`]: WatchMyJobs, every job of one user on one stream: the
+//!   stream, its per-user fan-out and its resume map, all in one place.
 //! - [`auth`]: bearer token verification and minting.
-//! - [`grpc`]: the tonic transport (services, auth interceptor, health,
-//!   reflection, status mapping).
+//! - [`grpc`]: the tonic transport: one accept loop with the connection
+//!   limits, the edge layer (tokens, anonymous calls, deadlines), services,
+//!   health, reflection, and the one place errors become statuses.
 //! - [`config`], [`telemetry`], [`app`]: flags, logging, wiring.
 
 pub mod app;

@@ -250,15 +250,13 @@ impl JobService for JobServiceImpl {
             resumed_jobs = after.len()
         );
         tracing::info!(parent: &span, "watch opened");
-        let stream = self
-            .jobs
-            .watch_my_jobs(identity, after)
+        let stream = crate::my_jobs::watch(&self.jobs, identity, after)
             .map(move |item| {
                 let _held = &permit;
                 match item {
                     Ok(item) => Ok(convert::my_jobs_item(&item)),
                     Err(err) => {
-                        let status = my_jobs_status(err);
+                        let status = Status::from(err);
                         tracing::info!(parent: &span, code = ?status.code(), message = status.message(), "watch ended");
                         Err(status)
                     }
@@ -269,15 +267,6 @@ impl JobService for JobServiceImpl {
 }
 
 pub type MyJobsStream = Pin<Box<dyn Stream<Item = Result<pb::WatchMyJobsResponse, Status>> + Send>>;
-
-fn my_jobs_status(err: crate::my_jobs::MyJobsError) -> Status {
-    use crate::my_jobs::MyJobsError;
-    match err {
-        MyJobsError::App(app) => Status::from(app),
-        MyJobsError::ShuttingDown => Status::unavailable(err.to_string()),
-        MyJobsError::NotAUser => Status::permission_denied(err.to_string()),
-    }
-}
 
 #[tonic::async_trait]
 impl JobAdminService for JobAdminServiceImpl {

@@ -53,7 +53,8 @@ impl From<AppError> for Status {
             },
             AppError::RequestIdReused { .. } => Code::InvalidArgument,
             AppError::AccessLost(_) => Code::PermissionDenied,
-            AppError::ShuttingDown { .. } => Code::Unavailable,
+            AppError::ShuttingDown { .. } | AppError::ShuttingDownResumeAll => Code::Unavailable,
+            AppError::NotAUser => Code::PermissionDenied,
             AppError::DeadlineExceeded => Code::DeadlineExceeded,
             AppError::Limit(limit) => match limit {
                 Limit::Watches { .. }

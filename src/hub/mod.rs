@@ -7,12 +7,12 @@
 //! `Lagged`): watchers recover from the event log, so the hub must never
 //! block a publisher and never do I/O.
 //!
-//! [`users`] holds the per-user channels of WatchMyJobs; every publish goes
-//! to both. [`pg_listen`] feeds the hub with events other replicas commit
-//! (PostgreSQL only); it is the one part of this module that does I/O.
+//! It also owns the per-user channels of WatchMyJobs
+//! ([`crate::my_jobs::fanout`]); every publish goes to both. [`pg_listen`]
+//! feeds the hub with events other replicas commit (PostgreSQL only); it is
+//! the one part of this module that does I/O.
 
 pub mod pg_listen;
-pub mod users;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::broadcast;
 
 use crate::domain::{Event, JobId};
+use crate::my_jobs::fanout::UserHub;
 
 /// Events are shared, not copied, between watchers of one job.
 pub type SharedEvent = Arc<Event>;
@@ -36,7 +37,7 @@ struct Inner {
     topics: Mutex<HashMap<JobId, Topic>>,
     capacity: usize,
     /// WatchMyJobs streams, per user.
-    users: users::UserHub,
+    users: UserHub,
 }
 
 #[derive(Debug)]
@@ -61,7 +62,7 @@ impl Hub {
             inner: Arc::new(Inner {
                 topics: Mutex::new(HashMap::new()),
                 capacity: capacity.max(1),
-                users: users::UserHub::new(capacity.max(MIN_USER_BUFFER)),
+                users: UserHub::new(capacity.max(MIN_USER_BUFFER)),
             }),
         }
     }
@@ -103,7 +104,7 @@ impl Hub {
     }
 
     /// The per-user channels (WatchMyJobs).
-    pub fn users(&self) -> &users::UserHub {
+    pub fn users(&self) -> &UserHub {
         &self.inner.users
     }
 

@@ -3,6 +3,10 @@
 //! own runner ([`harness`]) so that tests needing PostgreSQL or grpcurl are
 //! reported ignored, in the summary, where those are absent.
 
+// Tests may unwrap: a panic is a failed assertion. (clippy's
+// allow-unwrap-in-tests does not see this runner's trials as tests.)
+#![allow(clippy::unwrap_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
@@ -11,6 +15,7 @@ mod helpers;
 mod errors;
 mod flows;
 mod lifecycle;
+mod my_jobs;
 mod replicas;
 mod watch;
 
@@ -22,6 +27,7 @@ fn main() -> std::process::ExitCode {
         flows::backend_trials(),
         lifecycle::backend_trials(),
         lifecycle::trials(),
+        my_jobs::backend_trials(),
         replicas::trials(),
         watch::backend_trials(),
     ]

@@ -1,5 +1,6 @@
 //! Per-user fan-out for WatchMyJobs: one broadcast channel per user with an
-//! open WatchMyJobs stream.
+//! open WatchMyJobs stream. The hub owns one [`UserHub`] and publishes
+//! every committed event to it as well as to the job's own topic.
 //!
 //! Every committed event goes to the topic of the job's client and of its
 //! worker (after the change), so a job that becomes a user's (a worker
@@ -18,8 +19,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::broadcast;
 
-use super::SharedEvent;
 use crate::domain::JobId;
+use crate::hub::SharedEvent;
 
 #[derive(Debug, Clone)]
 pub struct UserHub {
