@@ -35,7 +35,7 @@ use jobstatus::grpc::tls::TlsPem;
 use jobstatus::grpc::{CallLimits, ServeOptions};
 
 mod common;
-use common::{PATIENCE, Running, SECRET, service_token, token};
+use common::{PATIENCE, Running, SECRET, authed, service_token, token};
 
 const CLIENT: &str = "client-alice";
 const WORKER: &str = "worker-bob";
@@ -148,14 +148,6 @@ impl Server {
     async fn stop(mut self) {
         self.running.stop().await;
     }
-}
-
-fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
 }
 
 /// Reads until the peer closes (true) or `within` passes (false).

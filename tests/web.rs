@@ -21,20 +21,19 @@ use prost::Message;
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
-use tonic::{Code, Request, Streaming};
 
 use jobstatus::app::{App, Settings};
 use jobstatus::grpc::ServeOptions;
 use jobstatus::grpc::pb;
-use jobstatus::grpc::pb::job_admin_service_client::JobAdminServiceClient;
 use jobstatus::grpc::pb::job_service_client::JobServiceClient;
 use jobstatus::grpc::pb::watch_job_response::Kind as WatchKind;
 use jobstatus::grpc::tls::TlsPem;
 use jobstatus::grpc::web::CorsPolicy;
 
 mod common;
-use common::{PATIENCE, Running, service_token, token};
+use common::{PATIENCE, Running, authed, create_job, mark_complete, next, token};
 
 const CLIENT: &str = "client-alice";
 const WORKER: &str = "worker-bob";
@@ -99,54 +98,6 @@ impl Server {
     async fn stop(&mut self) {
         self.running.stop().await;
     }
-}
-
-fn authed<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    request
-}
-
-async fn create_job(channel: &Channel, id: i64, client: &str, worker: &str) -> pb::Job {
-    JobAdminServiceClient::new(channel.clone())
-        .create_job(authed(
-            pb::CreateJobRequest {
-                job_id: id,
-                client_id: client.into(),
-                worker_id: worker.into(),
-                request_id: String::new(),
-            },
-            &service_token(),
-        ))
-        .await
-        .expect("create job")
-        .into_inner()
-}
-
-async fn mark_complete(channel: &Channel, id: i64, worker: &str) -> pb::Job {
-    JobServiceClient::new(channel.clone())
-        .mark_complete(authed(
-            pb::MarkCompleteRequest {
-                job_id: id,
-                request_id: String::new(),
-                expected_revision: None,
-            },
-            &token(worker),
-        ))
-        .await
-        .expect("mark complete")
-        .into_inner()
-}
-
-async fn next<T>(stream: &mut Streaming<T>) -> T {
-    tokio::time::timeout(PATIENCE, stream.message())
-        .await
-        .expect("a message in time")
-        .expect("stream healthy")
-        .expect("stream open")
 }
 
 // ------------------------------------------------- raw HTTP/1.1 client

@@ -6,12 +6,12 @@
 use std::collections::HashMap;
 
 use jobstatus::grpc::pb;
-use jobstatus::grpc::pb::job_admin_service_client::JobAdminServiceClient;
 use jobstatus::grpc::pb::job_service_client::JobServiceClient;
 use jobstatus::grpc::pb::watch_my_jobs_response::Kind as MyKind;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Streaming};
+use tonic::{Code, Streaming};
 
+use crate::common::{assign, authed, create_job, mark_complete, next};
 use crate::helpers::*;
 
 crate::backend_tests!(
@@ -24,63 +24,6 @@ crate::backend_tests!(
     watch_my_jobs_stops_tracking_a_job_once_its_terminal_event_is_sent,
     watch_my_jobs_looks_up_resumed_jobs_beyond_its_listing,
 );
-
-fn authed<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("header"),
-    );
-    request
-}
-
-async fn create_job(channel: &Channel, id: i64, client: &str, worker: &str) -> pb::Job {
-    JobAdminServiceClient::new(channel.clone())
-        .create_job(authed(
-            pb::CreateJobRequest {
-                job_id: id,
-                client_id: client.into(),
-                worker_id: worker.into(),
-                request_id: String::new(),
-            },
-            &service_token(),
-        ))
-        .await
-        .expect("create job")
-        .into_inner()
-}
-
-async fn assign(channel: &Channel, id: i64, worker: &str) -> pb::Job {
-    JobAdminServiceClient::new(channel.clone())
-        .assign_worker(authed(
-            pb::AssignWorkerRequest {
-                job_id: id,
-                worker_id: worker.into(),
-                request_id: String::new(),
-                expected_revision: None,
-            },
-            &service_token(),
-        ))
-        .await
-        .expect("assign worker")
-        .into_inner()
-}
-
-async fn mark_complete(channel: &Channel, id: i64, worker: &str) -> pb::Job {
-    JobServiceClient::new(channel.clone())
-        .mark_complete(authed(mark(id), &token(worker)))
-        .await
-        .expect("mark complete")
-        .into_inner()
-}
-
-async fn next<T>(stream: &mut Streaming<T>) -> T {
-    tokio::time::timeout(PATIENCE, stream.message())
-        .await
-        .expect("a message in time")
-        .expect("stream healthy")
-        .expect("stream open")
-}
 
 async fn watch_my_jobs(
     channel: &Channel,

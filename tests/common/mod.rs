@@ -13,10 +13,14 @@ use std::time::Duration;
 use jobstatus::app::{App, Settings, StartError};
 use jobstatus::auth::{JwtSettings, TokenKind, mint};
 use jobstatus::grpc::ServeOptions;
+use jobstatus::grpc::pb;
+use jobstatus::grpc::pb::job_admin_service_client::JobAdminServiceClient;
+use jobstatus::grpc::pb::job_service_client::JobServiceClient;
 use jobstatus::storage::StoreOptions;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+use tonic::{Request, Streaming};
 
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 /// The platform service's subject in service tokens.
@@ -118,4 +122,75 @@ impl Drop for Running {
             let _ = tx.send(());
         }
     }
+}
+
+// --------------------------------------------- calls by channel and token
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn authed<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    request
+}
+
+/// Creates a job as the platform would (a service token).
+pub async fn create_job(channel: &Channel, id: i64, client: &str, worker: &str) -> pb::Job {
+    JobAdminServiceClient::new(channel.clone())
+        .create_job(authed(
+            pb::CreateJobRequest {
+                job_id: id,
+                client_id: client.into(),
+                worker_id: worker.into(),
+                request_id: String::new(),
+            },
+            &service_token(),
+        ))
+        .await
+        .expect("create job")
+        .into_inner()
+}
+
+/// Assigns (or replaces) a job's worker (a service token).
+pub async fn assign(channel: &Channel, id: i64, worker: &str) -> pb::Job {
+    JobAdminServiceClient::new(channel.clone())
+        .assign_worker(authed(
+            pb::AssignWorkerRequest {
+                job_id: id,
+                worker_id: worker.into(),
+                request_id: String::new(),
+                expected_revision: None,
+            },
+            &service_token(),
+        ))
+        .await
+        .expect("assign worker")
+        .into_inner()
+}
+
+/// The worker marks the job complete.
+pub async fn mark_complete(channel: &Channel, id: i64, worker: &str) -> pb::Job {
+    JobServiceClient::new(channel.clone())
+        .mark_complete(authed(
+            pb::MarkCompleteRequest {
+                job_id: id,
+                request_id: String::new(),
+                expected_revision: None,
+            },
+            &token(worker),
+        ))
+        .await
+        .expect("mark complete")
+        .into_inner()
+}
+
+/// The next message of a stream, within PATIENCE.
+pub async fn next<T>(stream: &mut Streaming<T>) -> T {
+    tokio::time::timeout(PATIENCE, stream.message())
+        .await
+        .expect("a message in time")
+        .expect("stream healthy")
+        .expect("stream open")
 }
