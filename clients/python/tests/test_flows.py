@@ -105,3 +105,35 @@ def test_watch_my_jobs_sees_jobs_join_change_and_leave(server):
         ("snapshot", 21), ("snapshot", 22), ("event", 22), ("left", 21)
     ]
     assert watch.state == "cancelled"
+
+
+def test_the_demo_example_runs_against_a_dev_style_job(server):
+    """examples/demo.py, as the README tells a newcomer to run it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    admin = JobStatusClient(server.addr, token(SERVICE, service=True))
+    admin.admin.create_job(1, "client-alice", "worker-bob")
+    example = Path(__file__).resolve().parents[1] / "examples" / "demo.py"
+    run = subprocess.run(
+        [sys.executable, str(example)],
+        env={**os.environ, "JOBSTATUS_ADDRESS": server.addr,
+             "CLIENT_TOKEN": token("client-alice"), "WORKER_TOKEN": token("worker-bob")},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "revision 1: snapshot -> JOB_STATUS_IN_PROGRESS",
+        "revision 2: EVENT_TYPE_WORKER_MARKED_COMPLETE -> JOB_STATUS_AWAITING_CLIENT_APPROVAL",
+        "revision 3: EVENT_TYPE_CLIENT_APPROVED_COMPLETION -> JOB_STATUS_AWAITING_PAYMENT",
+    ]
+    # A second run finds the job moved on and says how to start over.
+    again = subprocess.run(
+        [sys.executable, str(example)],
+        env={**os.environ, "JOBSTATUS_ADDRESS": server.addr,
+             "CLIENT_TOKEN": token("client-alice"), "WORKER_TOKEN": token("worker-bob")},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert again.returncode == 1 and "--reset" in again.stderr
