@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +22,7 @@ use crate::hub::Hub;
 use crate::hub::pg_listen::{self, ListenOptions, ListenerStats};
 use crate::jobs::Jobs;
 use crate::storage::{Store, StoreOptions};
+use crate::telemetry;
 
 /// Everything [`App::build`] needs.
 #[derive(Debug, Clone)]
@@ -33,6 +35,8 @@ pub struct Settings {
     pub watch_buffer: usize,
     pub serve: ServeOptions,
     pub shutdown_grace: Duration,
+    /// Serve Prometheus metrics at `/metrics` on this address.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Why the service could not start or stopped abnormally.
@@ -43,6 +47,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot serve metrics on {addr}: {reason}")]
+    Metrics { addr: SocketAddr, reason: String },
     #[error("cannot open the database: {0}")]
     Storage(#[from] crate::storage::StorageError),
     #[error("cannot serve TLS: {0}")]
@@ -62,6 +68,8 @@ pub struct App {
     listener_stats: Arc<ListenerStats>,
     /// What the accept loop has done (connections refused, timed out...).
     edge_stats: Arc<EdgeStats>,
+    /// The metrics endpoint's listener and the recorder's handle.
+    metrics: Option<(TcpListener, PrometheusHandle)>,
 }
 
 impl App {
@@ -80,6 +88,17 @@ impl App {
             addr: settings.listen,
             source,
         })?;
+        let metrics = match settings.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let failed = |reason: String| StartError::Metrics { addr, reason };
+                let handle = telemetry::metrics::install().map_err(failed)?;
+                let listener = telemetry::metrics::bind(addr)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
+                Some((listener, handle))
+            }
+        };
         let shutdown = CancellationToken::new();
         let hub = Hub::new(settings.watch_buffer);
         let jobs = Jobs::new(store.clone(), hub, shutdown.clone(), settings.heartbeat);
@@ -93,6 +112,7 @@ impl App {
             settings,
             listener_stats: Arc::default(),
             edge_stats: Arc::default(),
+            metrics,
         })
     }
 
@@ -107,6 +127,13 @@ impl App {
     /// The PostgreSQL listener's counters (they stay zero on SQLite).
     pub fn listener_stats(&self) -> Arc<ListenerStats> {
         self.listener_stats.clone()
+    }
+
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// The accept loop's counters.
@@ -129,6 +156,7 @@ impl App {
             settings,
             listener_stats,
             edge_stats,
+            metrics,
         } = self;
         tracing::info!(%local_addr, database = %crate::storage::redact(&settings.database_url), "jobstatus listening");
         // On PostgreSQL, events other replicas commit reach local watchers
@@ -143,11 +171,28 @@ impl App {
                     backoff: settings.store.listener_backoff,
                     backoff_max: settings.store.listener_backoff_max,
                 },
-                listener_stats,
+                listener_stats.clone(),
                 shutdown.child_token(),
             ))),
             Store::Sqlite(_) => None,
         };
+        // The metrics endpoint outlives the drain (a last scrape may see
+        // it), and ends with the process.
+        let metrics_done = CancellationToken::new();
+        let metrics_task = metrics.map(|(listener, handle)| {
+            let refresh = scrape_refresh(
+                jobs.clone(),
+                verifier.clone(),
+                edge_stats.clone(),
+                matches!(store, Store::Postgres(_)).then(|| listener_stats.clone()),
+            );
+            tokio::spawn(telemetry::metrics::serve(
+                listener,
+                handle,
+                refresh,
+                metrics_done.clone(),
+            ))
+        });
         let server = grpc::serve(
             listener,
             jobs,
@@ -178,9 +223,55 @@ impl App {
             tracing::error!(error = %e, "the PostgreSQL listener task failed");
         }
         store.close().await;
+        metrics_done.cancel();
+        if let Some(task) = metrics_task
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the metrics task failed");
+        }
         tracing::info!("stopped");
         result.map_err(StartError::from)
     }
+}
+
+/// Sets, before each scrape, the series that are read rather than recorded.
+fn scrape_refresh(
+    jobs: Jobs,
+    verifier: Verifier,
+    edge: Arc<EdgeStats>,
+    listener: Option<Arc<ListenerStats>>,
+) -> telemetry::metrics::Refresh {
+    use std::sync::atomic::Ordering::Relaxed;
+    use telemetry::metrics as m;
+    Arc::new(move || {
+        metrics::gauge!(m::HUB_TOPICS).set(jobs.hub().topic_count() as f64);
+        metrics::gauge!(m::HUB_USERS).set(jobs.hub().users().sizes().0 as f64);
+        for (http2, protocol) in [(false, "http1"), (true, "http2")] {
+            for (tls, over_tls) in [(false, "false"), (true, "true")] {
+                metrics::gauge!(m::CONNECTIONS_OPEN, "protocol" => protocol, "tls" => over_tls)
+                    .set(edge.open_with(http2, tls) as f64);
+            }
+        }
+        metrics::counter!(m::CONNECTIONS_ACCEPTED).absolute(edge.accepted.load(Relaxed));
+        for (reason, count) in [
+            ("at_capacity", &edge.refused_at_capacity),
+            ("handshake_timeout", &edge.handshake_timeouts),
+            ("handshake_failed", &edge.handshake_failures),
+            ("idle", &edge.idle_closed),
+        ] {
+            metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => reason)
+                .absolute(count.load(Relaxed));
+        }
+        metrics::counter!(m::ACCEPT_ERRORS).absolute(edge.accept_errors.load(Relaxed));
+        metrics::gauge!(m::TOKEN_CACHE_ENTRIES).set(verifier.cached_tokens() as f64);
+        if let Some(listener) = &listener {
+            metrics::counter!(m::LISTEN_SESSIONS).absolute(listener.sessions.load(Relaxed));
+            metrics::counter!(m::LISTEN_BREAKS).absolute(listener.breaks.load(Relaxed));
+            metrics::counter!(m::LISTEN_RESYNCED).absolute(listener.resynced.load(Relaxed));
+            metrics::counter!(m::LISTEN_DOWN_SECONDS).absolute(listener.down_for().as_secs());
+            metrics::gauge!(m::LISTEN_CONNECTED).set(if listener.connected() { 1.0 } else { 0.0 });
+        }
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

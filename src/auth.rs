@@ -7,8 +7,8 @@
 //! service token. This module knows nothing about gRPC; it must never accept
 //! an algorithm other than HS256 or a token without `exp`.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -63,6 +63,26 @@ pub enum AuthError {
     NotAService,
 }
 
+impl AuthError {
+    /// A short, fixed name for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::NotBearer => "not_bearer",
+            AuthError::Duplicate => "duplicate_header",
+            AuthError::TooLarge => "too_large",
+            AuthError::Expired => "expired",
+            AuthError::NotAccessToken => "not_access_token",
+            AuthError::NoSubject => "no_subject",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::IssuedInFuture => "issued_in_future",
+            AuthError::CriticalHeader => "critical_header",
+            AuthError::Invalid(_) => "invalid",
+            AuthError::NotAService => "not_a_service",
+        }
+    }
+}
+
 /// A verified caller and when their token stops being valid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -111,7 +131,14 @@ struct Claims {
 /// The token settings shared by verifying and minting.
 #[derive(Clone)]
 pub struct JwtSettings {
+    /// Signs the tokens this server mints (`jobstatus token`, `--dev`), and
+    /// verifies.
     pub secret: Vec<u8>,
+    /// Also verify with these: while a secret is rotated, tokens signed
+    /// with the old one (or already with the new one) stay valid.
+    pub also_accept: Vec<Vec<u8>>,
+    /// Verified tokens remembered at most (each until its `exp`).
+    pub cache_size: u64,
     pub issuer: Option<String>,
     pub audience: Option<String>,
     /// Clock skew allowed for `nbf` and `iat` in the future (the issuer's
@@ -119,10 +146,29 @@ pub struct JwtSettings {
     pub leeway_secs: u64,
 }
 
+/// The default of [`JwtSettings::leeway_secs`].
+pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+
+impl JwtSettings {
+    /// Settings with one secret, no issuer or audience, and the defaults.
+    pub fn new(secret: Vec<u8>) -> Self {
+        Self {
+            secret,
+            also_accept: Vec::new(),
+            cache_size: TOKEN_CACHE_SIZE,
+            issuer: None,
+            audience: None,
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+        }
+    }
+}
+
 impl std::fmt::Debug for JwtSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtSettings")
             .field("secret", &"<redacted>")
+            .field("also_accept", &self.also_accept.len())
+            .field("cache_size", &self.cache_size)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway_secs", &self.leeway_secs)
@@ -131,17 +177,39 @@ impl std::fmt::Debug for JwtSettings {
 }
 
 /// Verifies tokens. Cheap to clone (every connection's service holds one):
-/// the key and the rules are shared, not copied.
+/// the keys, the rules and the cache are shared, not copied.
 #[derive(Clone)]
 pub struct Verifier {
-    key: Arc<DecodingKey>,
+    /// The signing secret's key first, then the others accepted.
+    keys: Arc<[DecodingKey]>,
     validation: Arc<Validation>,
     leeway_secs: i64,
-    verified: Arc<Mutex<HashMap<Box<str>, Identity>>>,
+    /// Verified tokens, byte for byte, each until its `exp`. Bounded, with
+    /// TinyLFU admission: a flood of new tokens cannot push out the ones in
+    /// use, and a full cache never empties itself at once.
+    verified: moka::sync::Cache<Box<str>, Identity>,
 }
 
-/// At most this many verified tokens are remembered.
-const VERIFIED_TOKENS: usize = 4096;
+/// The default of [`JwtSettings::cache_size`]: about 500 bytes a token,
+/// so some 32 MB when full.
+pub const TOKEN_CACHE_SIZE: u64 = 65_536;
+
+/// Cached tokens expire with their `exp` (valid up to and including it).
+struct UntilExp;
+
+impl moka::Expiry<Box<str>, Identity> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _token: &Box<str>,
+        identity: &Identity,
+        _created: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        let left = identity.expires_at.timestamp() - Utc::now().timestamp() + 1;
+        Some(std::time::Duration::from_secs(
+            u64::try_from(left).unwrap_or(0),
+        ))
+    }
+}
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -173,11 +241,18 @@ impl Verifier {
             }
             None => validation.validate_aud = false,
         }
+        let keys: Vec<DecodingKey> = std::iter::once(&settings.secret)
+            .chain(&settings.also_accept)
+            .map(|secret| DecodingKey::from_secret(secret))
+            .collect();
         Self {
-            key: Arc::new(DecodingKey::from_secret(&settings.secret)),
+            keys: keys.into(),
             validation: Arc::new(validation),
             leeway_secs: i64::try_from(settings.leeway_secs).unwrap_or(i64::MAX),
-            verified: Arc::default(),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(settings.cache_size)
+                .expire_after(UntilExp)
+                .build(),
         }
     }
 
@@ -204,40 +279,49 @@ impl Verifier {
         if token.is_empty() {
             return Err(AuthError::NotBearer);
         }
-        let now = Utc::now();
-        let remembered = self.remembered().get(token).cloned();
-        if let Some(identity) = remembered {
+        if let Some(identity) = self.verified.get(token) {
+            metrics::counter!(crate::telemetry::metrics::TOKEN_CACHE_HITS).increment(1);
             // jsonwebtoken's rule with no leeway: valid up to and including `exp`.
-            if identity.expires_at.timestamp() >= now.timestamp() {
+            if identity.expires_at.timestamp() >= Utc::now().timestamp() {
                 return Ok(identity);
             }
-            self.remembered().remove(token);
+            self.verified.invalidate(token);
             return Err(AuthError::Expired);
         }
+        metrics::counter!(crate::telemetry::metrics::TOKEN_CACHE_MISSES).increment(1);
         let identity = self.decode(token)?;
-        let mut verified = self.remembered();
-        if verified.len() >= VERIFIED_TOKENS {
-            verified.retain(|_, id| id.expires_at.timestamp() >= now.timestamp());
-            if verified.len() >= VERIFIED_TOKENS {
-                verified.clear();
-            }
-        }
-        verified.insert(token.into(), identity.clone());
+        self.verified.insert(token.into(), identity.clone());
         Ok(identity)
     }
 
-    fn remembered(&self) -> MutexGuard<'_, HashMap<Box<str>, Identity>> {
-        // Every operation on the map is a single insert/remove/lookup.
-        self.verified.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Verified tokens in the cache now (approximate: expired entries leave
+    /// it lazily).
+    pub fn cached_tokens(&self) -> u64 {
+        self.verified.entry_count()
     }
 
     fn decode(&self, token: &str) -> Result<Identity, AuthError> {
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid(e.to_string()),
-            })?
-            .claims;
+        // The signing secret first, then the others accepted during a
+        // rotation; only a bad signature moves on to the next key.
+        use jsonwebtoken::errors::ErrorKind;
+        let mut refusal = AuthError::Invalid("no key".into());
+        let mut claims = None;
+        for key in self.keys.iter() {
+            match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
+                Ok(data) => {
+                    claims = Some(data.claims);
+                    break;
+                }
+                Err(e) if *e.kind() == ErrorKind::InvalidSignature => {
+                    refusal = AuthError::Invalid(e.to_string());
+                }
+                Err(e) if *e.kind() == ErrorKind::ExpiredSignature => {
+                    return Err(AuthError::Expired);
+                }
+                Err(e) => return Err(AuthError::Invalid(e.to_string())),
+            }
+        }
+        let claims = claims.ok_or(refusal)?;
         if claims.token_type.as_deref().is_some_and(|t| t != "access") {
             return Err(AuthError::NotAccessToken);
         }
@@ -334,12 +418,7 @@ mod tests {
     use serde_json::json;
 
     fn settings() -> JwtSettings {
-        JwtSettings {
-            secret: b"test-secret".to_vec(),
-            issuer: None,
-            audience: None,
-            leeway_secs: 30,
-        }
+        JwtSettings::new(b"test-secret".to_vec())
     }
 
     fn sign(claims: serde_json::Value, alg: Algorithm, secret: &[u8]) -> String {
@@ -380,7 +459,8 @@ mod tests {
         let v = Verifier::new(&settings());
         let t = hour_token("alice", TokenKind::User);
         let first = v.verify(&t).unwrap();
-        assert_eq!(v.remembered().len(), 1);
+        v.verified.run_pending_tasks();
+        assert_eq!(v.cached_tokens(), 1);
         assert_eq!(v.verify(&t).unwrap(), first);
 
         // Same bytes but one: refused, and not remembered.
@@ -388,23 +468,92 @@ mod tests {
         let last = forged.pop().unwrap();
         forged.push(if last == 'A' { 'B' } else { 'A' });
         assert!(matches!(v.verify(&forged), Err(AuthError::Invalid(_))));
-        assert_eq!(v.remembered().len(), 1);
+        v.verified.run_pending_tasks();
+        assert_eq!(v.cached_tokens(), 1);
 
         // Its exp passes: refused as expired, and forgotten.
-        v.remembered().get_mut(t.as_str()).unwrap().expires_at =
-            Utc::now() - chrono::Duration::seconds(1);
+        let stale = Identity {
+            expires_at: Utc::now() - chrono::Duration::seconds(1),
+            ..first
+        };
+        v.verified.insert(t.as_str().into(), stale);
         assert_eq!(v.verify(&t), Err(AuthError::Expired));
-        assert!(v.remembered().is_empty());
+        assert!(!v.verified.contains_key(t.as_str()));
     }
 
+    /// The cache is bounded, and a flood of new tokens neither empties it
+    /// nor pushes out a token in use.
     #[test]
-    fn the_remembered_tokens_are_bounded() {
-        let v = Verifier::new(&settings());
-        for i in 0..=VERIFIED_TOKENS {
-            let t = hour_token(&format!("user-{i}"), TokenKind::User);
-            v.verify(&t).unwrap();
-            assert!(v.remembered().len() <= VERIFIED_TOKENS);
+    fn the_remembered_tokens_are_bounded_without_a_cliff() {
+        let v = Verifier::new(&JwtSettings {
+            cache_size: 100,
+            ..settings()
+        });
+        let busy = hour_token("busy", TokenKind::User);
+        // One user calls steadily while a thousand others call once each.
+        for i in 0..1_000 {
+            v.verify(&hour_token(&format!("user-{i}"), TokenKind::User))
+                .unwrap();
+            if i % 10 == 0 {
+                v.verify(&busy).unwrap();
+                v.verified.run_pending_tasks();
+            }
         }
+        v.verified.run_pending_tasks();
+        assert!(v.cached_tokens() <= 100, "{}", v.cached_tokens());
+        assert!(v.cached_tokens() >= 50, "no cliff: {}", v.cached_tokens());
+        assert!(
+            v.verified.contains_key(busy.as_str()),
+            "the token in use stays"
+        );
+    }
+
+    /// During a rotation, tokens signed with either secret verify; a token
+    /// signed with neither does not. Minting always uses the first.
+    #[test]
+    fn every_accepted_secret_verifies_and_the_first_signs() {
+        let old = b"the-secret-being-retired-0123456789abcdef".to_vec();
+        let rotating = JwtSettings {
+            also_accept: vec![old.clone()],
+            ..settings()
+        };
+        let v = Verifier::new(&rotating);
+        let with_new = mint(
+            &rotating,
+            "alice",
+            TokenKind::User,
+            chrono::Duration::hours(1),
+        )
+        .unwrap();
+        let with_old = mint(
+            &JwtSettings {
+                secret: old,
+                ..settings()
+            },
+            "bob",
+            TokenKind::User,
+            chrono::Duration::hours(1),
+        )
+        .unwrap();
+        assert!(v.verify(&with_new).is_ok());
+        assert!(v.verify(&with_old).is_ok());
+        assert!(
+            Verifier::new(&settings()).verify(&with_new).is_ok(),
+            "the first secret signs"
+        );
+        let stranger = sign(
+            json!({"sub": "a", "exp": future()}),
+            Algorithm::HS256,
+            b"neither",
+        );
+        assert!(matches!(v.verify(&stranger), Err(AuthError::Invalid(_))));
+        // An expired token signed with the old secret is expired, not invalid.
+        let expired_old = sign(
+            json!({"sub": "a", "exp": Utc::now().timestamp() - 10}),
+            Algorithm::HS256,
+            b"the-secret-being-retired-0123456789abcdef",
+        );
+        assert_eq!(v.verify(&expired_old), Err(AuthError::Expired));
     }
 
     #[test]

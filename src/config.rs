@@ -11,6 +11,9 @@ use crate::auth::JwtSettings;
 use crate::grpc::CallLimits;
 use crate::grpc::listen::ConnectionLimits;
 
+/// Where `--dev` serves metrics unless --metrics-listen says otherwise.
+pub const DEV_METRICS_PORT: u16 = 9464;
+
 /// The smallest HS256 secret accepted: 256 bits, as RFC 7518 asks.
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -42,8 +45,15 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct JwtArgs {
     /// HS256 secret shared with the token issuer (at least 32 bytes).
-    #[arg(long, env = "JOBSTATUS_JWT_SECRET", hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    /// Repeat the flag (or comma-separate the variable) to accept several
+    /// while rotating: all verify, the first signs what this server mints.
+    #[arg(
+        long,
+        env = "JOBSTATUS_JWT_SECRET",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub jwt_secret: Vec<String>,
     /// Required `iss` claim, if set.
     #[arg(long, env = "JOBSTATUS_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
@@ -52,31 +62,54 @@ pub struct JwtArgs {
     pub jwt_audience: Option<String>,
     /// Seconds a token's `nbf` or `iat` may lie in the future (the issuer's
     /// clock running ahead of ours). `exp` is checked to the second.
-    #[arg(long, env = "JOBSTATUS_JWT_LEEWAY_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    #[arg(long, env = "JOBSTATUS_JWT_LEEWAY_SECS", default_value_t = crate::auth::DEFAULT_LEEWAY_SECS, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub jwt_leeway_secs: u64,
+    /// Verified tokens remembered at most, each until its `exp` (about 500
+    /// bytes a token).
+    #[arg(long, env = "JOBSTATUS_TOKEN_CACHE_SIZE", default_value_t = crate::auth::TOKEN_CACHE_SIZE, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub token_cache_size: u64,
 }
 
 impl JwtArgs {
     /// The settings, or why they are unusable.
     pub fn settings(&self) -> Result<JwtSettings, String> {
-        let Some(secret) = &self.jwt_secret else {
+        let secrets: Vec<&str> = self
+            .jwt_secret
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let Some((first, others)) = secrets.split_first() else {
             return Err(
                 "no JWT secret: pass --jwt-secret or set JOBSTATUS_JWT_SECRET (or use --dev)"
                     .into(),
             );
         };
-        if secret.len() < MIN_SECRET_BYTES {
-            return Err(format!(
-                "the JWT secret is {} bytes; use at least {MIN_SECRET_BYTES}",
-                secret.len()
-            ));
+        for (n, secret) in secrets.iter().enumerate() {
+            if secret.len() < MIN_SECRET_BYTES {
+                return Err(format!(
+                    "JWT secret number {} is {} bytes; use at least {MIN_SECRET_BYTES}",
+                    n + 1,
+                    secret.len()
+                ));
+            }
         }
-        Ok(JwtSettings {
-            secret: secret.as_bytes().to_vec(),
+        Ok(self.with_secrets(
+            first.as_bytes().to_vec(),
+            others.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        ))
+    }
+
+    /// These flags' settings around `secret` (and `also_accept`).
+    pub fn with_secrets(&self, secret: Vec<u8>, also_accept: Vec<Vec<u8>>) -> JwtSettings {
+        JwtSettings {
+            also_accept,
+            cache_size: self.token_cache_size,
             issuer: self.jwt_issuer.clone(),
             audience: self.jwt_audience.clone(),
             leeway_secs: self.jwt_leeway_secs,
-        })
+            ..JwtSettings::new(secret)
+        }
     }
 }
 
@@ -194,6 +227,15 @@ pub struct ServeArgs {
     /// Watch streams one service token's subject may hold open in this process.
     #[arg(long, env = "JOBSTATUS_MAX_WATCHES_PER_SERVICE", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub max_watches_per_service: u64,
+    /// How often health checking probes the database (and, while writes
+    /// fail, tries one).
+    #[arg(long, env = "JOBSTATUS_HEALTH_INTERVAL_MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub health_interval_ms: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default; with
+    /// --dev, on at 127.0.0.1:9464). Keep it on an address only your
+    /// Prometheus reaches.
+    #[arg(long, env = "JOBSTATUS_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Refused authentications logged per second at most (the first line
     /// after a flood says how many were left out).
     #[arg(long, env = "JOBSTATUS_AUTH_LOG_PER_SEC", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100_000))]
@@ -226,6 +268,22 @@ impl ServeArgs {
             (None, true) => "sqlite://jobstatus-dev.db".into(),
             (None, false) => "sqlite://jobstatus.db".into(),
         }
+    }
+
+    /// Where to serve metrics: the flag, or with --dev a local default
+    /// (port 9464, or any free port when another process has it: two demo
+    /// servers must not fail each other's start).
+    pub fn metrics_listen(&self) -> Option<SocketAddr> {
+        if self.metrics_listen.is_some() || !self.dev {
+            return self.metrics_listen;
+        }
+        let preferred = SocketAddr::from(([127, 0, 0, 1], DEV_METRICS_PORT));
+        let free = std::net::TcpListener::bind(preferred).is_ok();
+        Some(if free {
+            preferred
+        } else {
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
     }
 
     pub fn heartbeat(&self) -> Duration {
@@ -300,10 +358,11 @@ mod tests {
     #[test]
     fn short_and_missing_secrets_are_refused_with_advice() {
         let args = JwtArgs {
-            jwt_secret: None,
+            jwt_secret: Vec::new(),
             jwt_issuer: None,
             jwt_audience: None,
             jwt_leeway_secs: 30,
+            token_cache_size: 100,
         };
         assert!(
             args.settings()
@@ -311,10 +370,38 @@ mod tests {
                 .contains("JOBSTATUS_JWT_SECRET")
         );
         let args = JwtArgs {
-            jwt_secret: Some("short".into()),
+            jwt_secret: vec!["short".into()],
             ..args
         };
         assert!(args.settings().unwrap_err().contains("at least 32"));
+        // Several: the first signs, the others also verify; each is checked.
+        let long = |c: char| c.to_string().repeat(32);
+        let args = JwtArgs {
+            jwt_secret: vec![long('a'), long('b')],
+            ..args
+        };
+        let settings = args.settings().unwrap();
+        assert_eq!(settings.secret, long('a').into_bytes());
+        assert_eq!(settings.also_accept, vec![long('b').into_bytes()]);
+        assert_eq!(settings.cache_size, 100);
+        let args = JwtArgs {
+            jwt_secret: vec![long('a'), "short".into()],
+            ..args
+        };
+        assert!(args.settings().unwrap_err().contains("number 2"));
+        let cli = Cli::try_parse_from([
+            "jobstatus",
+            "serve",
+            "--jwt-secret",
+            &long('a'),
+            "--jwt-secret",
+            &long('b'),
+        ])
+        .unwrap();
+        let Command::Serve(serve) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(serve.jwt.jwt_secret.len(), 2);
     }
 
     #[test]

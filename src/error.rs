@@ -58,6 +58,20 @@ pub enum AppError {
     Limit(#[from] Limit),
 }
 
+impl Limit {
+    /// A short, fixed name for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Limit::Watches { service: false, .. } => "watches_per_user",
+            Limit::Watches { service: true, .. } => "watches_per_service",
+            Limit::AnonymousStreams { .. } => "anonymous_streams",
+            Limit::RequestReadTimeout { .. } => "request_read_timeout",
+            Limit::MessageTooLarge { .. } => "message_size",
+            Limit::Malformed => "malformed_message",
+        }
+    }
+}
+
 /// A limit a client reached. Each message names the limit, its value and
 /// the flag that sets it, so a person can tell a script's runaway from a
 /// limit set too low.

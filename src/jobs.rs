@@ -21,6 +21,7 @@ use crate::domain::{Caller, Job, JobId, Request};
 use crate::error::AppError;
 use crate::hub::{Hub, SharedEvent};
 use crate::storage::{Outcome, Store};
+use crate::telemetry::metrics as m;
 
 /// How many events one catch-up read takes from the log.
 const CATCH_UP_PAGE: u32 = 256;
@@ -203,7 +204,8 @@ impl Jobs {
                     // The watcher is ahead of the log (e.g. another database):
                     // tell it to start over rather than skip anything.
                     let terminal = job.status.is_terminal();
-                    yield WatchItem::Snapshot { job, reason: SnapshotReason::Resync };
+                    metrics::counter!(m::RESYNCS).increment(1);
+                        yield WatchItem::Snapshot { job, reason: SnapshotReason::Resync };
                     if terminal {
                         return;
                     }
@@ -238,6 +240,7 @@ impl Jobs {
                         last = job.revision;
                         pending.clear();
                         let terminal = job.status.is_terminal();
+                        metrics::counter!(m::RESYNCS).increment(1);
                         yield WatchItem::Snapshot { job, reason: SnapshotReason::Resync };
                         if terminal {
                             return;
@@ -261,6 +264,7 @@ impl Jobs {
                 if catching_up {
                     let page = Box::pin(this.inner.store.events_after(id, last, CATCH_UP_PAGE)).await?;
                     catching_up = page.len() == CATCH_UP_PAGE as usize;
+                    metrics::counter!(m::CATCH_UP_EVENTS).increment(page.len() as u64);
                     pending.extend(page.into_iter().map(Arc::new));
                     continue;
                 }
@@ -291,6 +295,7 @@ impl Jobs {
                     Wake::Received(Ok(_)) | Wake::Received(Err(RecvError::Lagged(_))) => {
                         tracing::debug!(job_id = %id, last, "watcher catching up from the log");
                         this.inner.stats.catch_ups.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!(m::CATCH_UPS).increment(1);
                         catching_up = true;
                     }
                     Wake::Received(Err(RecvError::Closed)) => {

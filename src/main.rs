@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use jobstatus::app::{self, App, Settings};
-use jobstatus::auth::{JwtSettings, TokenKind, mint};
+use jobstatus::auth::{TokenKind, mint};
 use jobstatus::config::{Cli, Command, ServeArgs, TokenArgs};
 use jobstatus::grpc::ServeOptions;
 use jobstatus::grpc::listen;
@@ -97,16 +97,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
     let (jwt, secret_source) = match (args.jwt.settings(), args.dev) {
         (Ok(s), _) => (s, dev::SecretSource::Given),
-        (Err(_), true) if args.jwt.jwt_secret.is_none() => {
+        (Err(_), true) if args.jwt.jwt_secret.is_empty() => {
             let path = dev::secret_path(&database_url);
             match dev::load_or_create_secret(&path) {
                 Ok((secret, new)) => (
-                    JwtSettings {
-                        secret: secret.into_bytes(),
-                        issuer: args.jwt.jwt_issuer.clone(),
-                        audience: args.jwt.jwt_audience.clone(),
-                        leeway_secs: args.jwt.jwt_leeway_secs,
-                    },
+                    args.jwt.with_secrets(secret.into_bytes(), Vec::new()),
                     dev::SecretSource::Kept { path, new },
                 ),
                 Err(e) => {
@@ -156,11 +151,12 @@ async fn serve(args: ServeArgs) -> ExitCode {
         serve: ServeOptions {
             cors,
             tls,
+            health_interval: Duration::from_millis(args.health_interval_ms),
             connections: args.connection_limits(),
             calls: args.call_limits(),
-            ..ServeOptions::default()
         },
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        metrics_listen: args.metrics_listen(),
     };
     let app = match App::build(settings).await {
         Ok(app) => app,
@@ -169,6 +165,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(addr) = app.metrics_addr() {
+        tracing::info!("metrics at http://{addr}/metrics");
+    }
     if args.dev
         && let Err(e) = dev::prepare(
             app.jobs(),

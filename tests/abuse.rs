@@ -35,7 +35,7 @@ use jobstatus::grpc::tls::TlsPem;
 use jobstatus::grpc::{CallLimits, ServeOptions};
 
 mod common;
-use common::{PATIENCE, Running, SECRET, authed, service_token, token};
+use common::{PATIENCE, Process, Running, authed, service_token, token};
 
 const CLIENT: &str = "client-alice";
 const WORKER: &str = "worker-bob";
@@ -858,106 +858,6 @@ async fn requests_larger_than_the_stream_window_flow_through() {
 
 // ------------------------------------------------- the real binary
 
-/// The `jobstatus` binary, serving on a free port with `args`, its stderr
-/// collected line by line.
-struct Process {
-    child: tokio::process::Child,
-    addr: SocketAddr,
-    lines: Arc<std::sync::Mutex<Vec<String>>>,
-    _dir: TempDir,
-}
-
-impl Process {
-    async fn start(args: &[&str]) -> Self {
-        let dir = TempDir::new().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobstatus"))
-            .arg("serve")
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--database-url")
-            .arg(format!("sqlite://{}", dir.path().join("p.db").display()))
-            .args(args)
-            .env("JOBSTATUS_JWT_SECRET", SECRET)
-            .arg("--log-format")
-            .arg("json")
-            .env("RUST_LOG", "info")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = lines.clone();
-        tokio::spawn(async move {
-            use tokio::io::AsyncBufReadExt;
-            let mut reader = tokio::io::BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let deadline = Instant::now() + PATIENCE;
-        while TcpStream::connect(addr).await.is_err() {
-            assert!(Instant::now() < deadline, "the server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self {
-            child,
-            addr,
-            lines,
-            _dir: dir,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        i32::try_from(self.child.id().unwrap()).unwrap()
-    }
-
-    fn logged(&self, needle: &str) -> Vec<String> {
-        let lines = self.lines.lock().unwrap();
-        lines
-            .iter()
-            .filter(|l| l.contains(needle))
-            .cloned()
-            .collect()
-    }
-
-    /// CPU seconds (user and system) the process has used.
-    fn cpu_secs(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the whole line.
-        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-        ticks / 100.0
-    }
-
-    async fn get_job_code(&self, bearer: &str) -> Code {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await;
-        let Ok(channel) = channel else {
-            return Code::Unavailable;
-        };
-        let mut client = JobServiceClient::new(channel);
-        let call = client.get_job(authed(pb::GetJobRequest { job_id: 1 }, bearer));
-        match tokio::time::timeout(Duration::from_secs(3), call).await {
-            Ok(Ok(_)) => Code::Ok,
-            Ok(Err(status)) => status.code(),
-            Err(_) => Code::DeadlineExceeded,
-        }
-    }
-}
-
 /// Refused authentications are logged with the peer address and the
 /// reason, never the token, and a flood of them is logged at the
 /// configured rate with a count of what was left out.
@@ -966,12 +866,7 @@ async fn refused_authentications_are_logged_at_a_bounded_rate() {
     let server = Process::start(&["--auth-log-per-sec", "3"]).await;
     // Signed with another secret: a forgery.
     let forged = jobstatus::auth::mint(
-        &jobstatus::auth::JwtSettings {
-            secret: b"not-the-servers-secret-0123456789abcdef".to_vec(),
-            issuer: None,
-            audience: None,
-            leeway_secs: 0,
-        },
+        &jobstatus::auth::JwtSettings::new(b"not-the-servers-secret-0123456789abcdef".to_vec()),
         CLIENT,
         jobstatus::auth::TokenKind::User,
         chrono::Duration::hours(1),

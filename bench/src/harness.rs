@@ -298,12 +298,7 @@ pub struct Tokens {
 impl Tokens {
     pub fn new(secret: &str) -> Self {
         Self {
-            settings: JwtSettings {
-                secret: secret.as_bytes().to_vec(),
-                issuer: None,
-                audience: None,
-                leeway_secs: 0,
-            },
+            settings: JwtSettings::new(secret.as_bytes().to_vec()),
         }
     }
 

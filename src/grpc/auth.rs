@@ -78,6 +78,8 @@ impl Authenticate {
     /// One line per refused call, within the budget: the peer and the
     /// reason, never the token.
     fn refuse(&self, request: &Request<()>, err: AuthError) -> Status {
+        metrics::counter!(crate::telemetry::metrics::AUTH_REFUSALS, "reason" => err.reason())
+            .increment(1);
         if let Some(suppressed) = self.log.admit() {
             let peer = request
                 .extensions()
@@ -89,11 +91,16 @@ impl Authenticate {
                 .get::<CallPath>()
                 .map(|p| p.0.as_ref())
                 .unwrap_or_default();
+            let request_id = request
+                .extensions()
+                .get::<super::observe::RequestId>()
+                .map(super::observe::RequestId::as_str)
+                .unwrap_or_default();
             if matches!(err, AuthError::Expired) {
                 // Routine: a client that has not refreshed yet.
-                tracing::info!(%peer, method, reason = %err, suppressed, "call refused: authentication");
+                tracing::info!(%peer, method, request_id, reason = %err, suppressed, "call refused: authentication");
             } else {
-                tracing::warn!(%peer, method, reason = %err, suppressed, "call refused: authentication");
+                tracing::warn!(%peer, method, request_id, reason = %err, suppressed, "call refused: authentication");
             }
         }
         err.into()
@@ -134,10 +141,8 @@ mod tests {
 
     fn settings() -> JwtSettings {
         JwtSettings {
-            secret: b"edge-test-secret-0123456789abcdef".to_vec(),
-            issuer: None,
-            audience: None,
             leeway_secs: 0,
+            ..JwtSettings::new(b"edge-test-secret-0123456789abcdef".to_vec())
         }
     }
 

@@ -10,7 +10,6 @@
 //! ended with an error, so whatever it had buffered is freed.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -70,7 +69,7 @@ impl Connection {
     }
 
     /// Counts one more open request until the returned guard drops.
-    fn enter(self: &Arc<Self>) -> InFlight {
+    pub fn enter(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.touch();
         InFlight(self.clone())
@@ -109,7 +108,7 @@ impl Connection {
 
 /// One open request on a connection; dropping it ends the count.
 #[derive(Debug)]
-struct InFlight(Arc<Connection>);
+pub struct InFlight(Arc<Connection>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -129,8 +128,7 @@ impl Drop for Anonymous {
 }
 
 /// The shared service, as one connection calls it: every request gets the
-/// [`Connection`], and a response body that keeps the request counted
-/// until it ends.
+/// [`Connection`] as an extension (the edge layer counts its open calls).
 #[derive(Debug, Clone)]
 pub struct PerConnection<S> {
     inner: S,
@@ -146,27 +144,21 @@ impl<S> PerConnection<S> {
 impl<S, B> Service<Request<B>> for PerConnection<S>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<tonic::codegen::StdError>,
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let open = self.connection.enter();
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(self.connection.clone());
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let response = call.await?;
-            Ok(response.map(|body| Body::new(Holding::new(body, open))))
-        })
+        self.inner.call(request)
     }
 }
 
@@ -252,42 +244,6 @@ where
                 Poll::Pending
             }
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-pin_project! {
-    /// A response body that holds `guard` until it is dropped (the response
-    /// ended, or the client went away).
-    pub struct Holding<G> {
-        #[pin]
-        inner: Body,
-        guard: G,
-    }
-}
-
-impl<G> Holding<G> {
-    pub fn new(inner: Body, guard: G) -> Self {
-        Self { inner, guard }
-    }
-}
-
-impl<G> HttpBody for Holding<G> {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.project().inner.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -117,6 +117,9 @@ pub struct EdgeStats {
     pub idle_closed: AtomicU64,
     /// Failed accepts (each followed by a back-off).
     pub accept_errors: AtomicU64,
+    /// Connections being served now, by protocol (HTTP/1.1, HTTP/2) and
+    /// TLS (no, yes): `open_by_protocol[http2][tls]`.
+    pub open_by_protocol: [[AtomicU64; 2]; 2],
 }
 
 impl EdgeStats {
@@ -124,6 +127,27 @@ impl EdgeStats {
     pub fn open(&self) -> u64 {
         let closed = self.closed.load(Ordering::Acquire);
         self.accepted.load(Ordering::Acquire).saturating_sub(closed)
+    }
+
+    /// Connections being served now with `protocol`, over TLS or not.
+    pub fn open_with(&self, http2: bool, tls: bool) -> u64 {
+        self.open_by_protocol[usize::from(http2)][usize::from(tls)].load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one connection as served with its protocol until it drops.
+struct Serving<'a>(&'a AtomicU64);
+
+impl<'a> Serving<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -391,6 +415,9 @@ impl ConnectionTask {
         let service =
             TowerToHyperService::new(PerConnection::new(self.service.clone(), connection.clone()));
         let io = TokioIo::new(Rewind::new(opening, io));
+        let http2 = protocol == Protocol::Http2;
+        let _serving =
+            Serving::new(&self.stats.open_by_protocol[usize::from(http2)][usize::from(tls)]);
         match protocol {
             Protocol::Http1 => {
                 let conn = self.builders.http1.serve_connection(io, service);

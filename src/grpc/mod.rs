@@ -18,6 +18,7 @@ mod deadline;
 mod edge;
 mod health;
 pub mod listen;
+mod observe;
 pub mod pb;
 mod quota;
 mod service;
@@ -184,6 +185,6 @@ pub async fn serve(
         shutdown,
     )
     .await;
-    drop(probe);
+    probe.finish().await;
     Ok(())
 }

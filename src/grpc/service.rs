@@ -1,16 +1,20 @@
 //! The two gRPC services: decode and validate, call [`Jobs`], encode. Each
-//! RPC runs in one span that names the method, the job and the caller, and
-//! logs how it ended.
+//! RPC runs in one span that names the method, the job, the caller, the
+//! peer address and the request id, and logs how it ended and how long it
+//! took.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::auth::identity;
+use super::connection::Connection;
 use super::convert;
+use super::observe::{RequestId, Watched};
 use super::pb;
 use super::pb::job_admin_service_server::JobAdminService;
 use super::pb::job_service_server::JobService;
@@ -19,6 +23,8 @@ use crate::auth::Identity;
 use crate::domain::{self, DomainError, Job};
 use crate::error::AppError;
 use crate::jobs::Jobs;
+use crate::jobs::WatchItem;
+use crate::my_jobs::MyJobsItem;
 
 /// Implements `jobstatus.v1.JobService` (user tokens; services may read).
 #[derive(Debug, Clone)]
@@ -60,6 +66,26 @@ impl JobAdminServiceImpl {
     }
 }
 
+/// The span of one call: its method, job and caller, and who sent it (the
+/// peer address, the request id its response echoes).
+fn rpc_span<T>(
+    name: &'static str,
+    method: &'static str,
+    request: &Request<T>,
+    job_id: Option<i64>,
+    caller: &str,
+) -> tracing::Span {
+    let extensions = request.extensions();
+    let peer = extensions
+        .get::<Arc<Connection>>()
+        .map(|c| tracing::field::display(c.peer()));
+    let request_id = extensions.get::<RequestId>().map(RequestId::as_str);
+    match name {
+        "watch" => tracing::info_span!("watch", method, job_id, caller, peer, request_id),
+        _ => tracing::info_span!("rpc", method, job_id, caller, peer, request_id),
+    }
+}
+
 /// Runs one mutating RPC: authenticate, convert, execute, answer.
 async fn mutate<M>(
     jobs: &Jobs,
@@ -69,33 +95,37 @@ async fn mutate<M>(
     convert: impl FnOnce(domain::Caller, M) -> Result<domain::Request, DomainError>,
 ) -> Result<Response<pb::Job>, Status> {
     let identity = identity(&request)?;
-    let message = request.into_inner();
-    let span = tracing::info_span!(
+    let span = rpc_span(
         "rpc",
         method,
-        job_id = job_id(&message),
-        caller = identity.caller.id()
+        &request,
+        Some(job_id(request.get_ref())),
+        identity.caller.id(),
     );
+    let message = request.into_inner();
+    let started = Instant::now();
     async move {
         let result: Result<Job, AppError> = match convert(identity.caller, message) {
             Ok(req) => jobs.execute(req).await,
             Err(invalid) => Err(invalid.into()),
         };
-        finish(result)
+        finish(result, started)
     }
     .instrument(span)
     .await
 }
 
-fn finish(result: Result<Job, AppError>) -> Result<Response<pb::Job>, Status> {
+/// The call's answer, and its one line: how it ended and how long it took.
+fn finish(result: Result<Job, AppError>, started: Instant) -> Result<Response<pb::Job>, Status> {
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     match result {
         Ok(job) => {
-            tracing::info!(revision = job.revision, status = %job.status, "ok");
+            tracing::info!(code = "OK", revision = job.revision, status = %job.status, micros, "ok");
             Ok(Response::new(convert::job(&job)))
         }
         Err(err) => {
             let status = Status::from(err);
-            tracing::info!(code = ?status.code(), message = status.message(), "refused");
+            tracing::info!(code = ?status.code(), message = status.message(), micros, "refused");
             Err(status)
         }
     }
@@ -110,19 +140,21 @@ impl JobService for JobServiceImpl {
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let identity = identity(&request)?;
-        let raw = request.into_inner().job_id;
-        let span = tracing::info_span!(
+        let span = rpc_span(
             "rpc",
-            method = "GetJob",
-            job_id = raw,
-            caller = identity.caller.id()
+            "GetJob",
+            &request,
+            Some(request.get_ref().job_id),
+            identity.caller.id(),
         );
+        let raw = request.into_inner().job_id;
+        let started = Instant::now();
         async move {
             let result = match convert::job_id(raw) {
                 Ok(id) => self.jobs.get(&identity.caller, id).await,
                 Err(invalid) => Err(invalid.into()),
             };
-            finish(result)
+            finish(result, started)
         }
         .instrument(span)
         .await
@@ -205,32 +237,32 @@ impl JobService for JobServiceImpl {
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let identity = identity(&request)?;
+        let span = rpc_span(
+            "watch",
+            "WatchJob",
+            &request,
+            Some(request.get_ref().job_id),
+            identity.caller.id(),
+        );
         let message = request.into_inner();
         let id = convert::job_id(message.job_id)?;
         let after = convert::after_revision(message.after_revision)?;
         let permit = self.admit_watch(&identity, "WatchJob")?;
-        let span = tracing::info_span!(
-            "watch",
-            job_id = message.job_id,
-            caller = identity.caller.id(),
-            after_revision = after
+        tracing::info!(parent: &span, after_revision = after, "watch opened");
+        // The stream owns its place in the limit: it is given back when the
+        // stream is dropped, however it ends.
+        let stream = Watched::new(
+            self.jobs.watch(identity, id, after),
+            |item: &WatchItem| {
+                (
+                    convert::watch_item(item),
+                    matches!(item, WatchItem::Event(_)),
+                )
+            },
+            "WatchJob",
+            span,
+            permit,
         );
-        tracing::info!(parent: &span, "watch opened");
-        let stream = self
-            .jobs
-            .watch(identity, id, after)
-            .map(move |item| {
-                // The stream owns its place: it is given back when the
-                // stream is dropped, however it ends.
-                let _held = &permit;
-                match item {
-                Ok(item) => Ok(convert::watch_item(&item)),
-                Err(err) => {
-                    let status = Status::from(err);
-                    tracing::info!(parent: &span, code = ?status.code(), message = status.message(), "watch ended");
-                    Err(status)
-                }
-            }});
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -241,27 +273,23 @@ impl JobService for JobServiceImpl {
         request: Request<pb::WatchMyJobsRequest>,
     ) -> Result<Response<Self::WatchMyJobsStream>, Status> {
         let identity = identity(&request)?;
+        let span = rpc_span("watch", "WatchMyJobs", &request, None, identity.caller.id());
         let message = request.into_inner();
         let after = crate::my_jobs::resume_map(&message.after_revisions)?;
         let permit = self.admit_watch(&identity, "WatchMyJobs")?;
-        let span = tracing::info_span!(
-            "watch_my_jobs",
-            caller = identity.caller.id(),
-            resumed_jobs = after.len()
+        tracing::info!(parent: &span, resumed_jobs = after.len(), "watch opened");
+        let stream = Watched::new(
+            crate::my_jobs::watch(&self.jobs, identity, after),
+            |item: &MyJobsItem| {
+                (
+                    convert::my_jobs_item(item),
+                    matches!(item, MyJobsItem::Event(_)),
+                )
+            },
+            "WatchMyJobs",
+            span,
+            permit,
         );
-        tracing::info!(parent: &span, "watch opened");
-        let stream = crate::my_jobs::watch(&self.jobs, identity, after)
-            .map(move |item| {
-                let _held = &permit;
-                match item {
-                    Ok(item) => Ok(convert::my_jobs_item(&item)),
-                    Err(err) => {
-                        let status = Status::from(err);
-                        tracing::info!(parent: &span, code = ?status.code(), message = status.message(), "watch ended");
-                        Err(status)
-                    }
-                }
-            });
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -7,7 +7,8 @@ use tonic::{Code, Status};
 use crate::auth::AuthError;
 use crate::domain::DomainError;
 use crate::error::{AppError, Limit};
-use crate::storage::StorageError;
+use crate::storage::{Condition, StorageError};
+use crate::telemetry::LogBudget;
 
 impl From<AppError> for Status {
     fn from(err: AppError) -> Self {
@@ -25,12 +26,17 @@ impl From<AppError> for Status {
                 StorageError::Rejected(refusal) => {
                     return AppError::from(refusal.clone()).into();
                 }
-                StorageError::Unavailable(detail) => {
-                    // The detail may name hosts, users or SQL: log it only.
-                    tracing::warn!(error = %detail, "database unavailable");
-                    return Status::unavailable(
-                        "database unavailable: the service cannot reach its database; retry shortly",
-                    );
+                StorageError::Unavailable(condition, detail) => {
+                    metrics::counter!(crate::telemetry::metrics::STORAGE_UNAVAILABLE,
+                        "condition" => condition.name())
+                    .increment(1);
+                    // The detail may name hosts, users or SQL: log it only,
+                    // and once a second at most, with how many were left
+                    // out: a full disk fails every call.
+                    if let Some(suppressed) = unavailable_log().admit() {
+                        tracing::warn!(condition = condition.name(), error = %detail, suppressed, "database unavailable");
+                    }
+                    return Status::unavailable(unavailable_message(*condition));
                 }
                 StorageError::Corrupt(_) | StorageError::Internal(_) => {
                     tracing::error!(error = %s, "internal storage error");
@@ -56,13 +62,17 @@ impl From<AppError> for Status {
             AppError::ShuttingDown { .. } | AppError::ShuttingDownResumeAll => Code::Unavailable,
             AppError::NotAUser => Code::PermissionDenied,
             AppError::DeadlineExceeded => Code::DeadlineExceeded,
-            AppError::Limit(limit) => match limit {
-                Limit::Watches { .. }
-                | Limit::AnonymousStreams { .. }
-                | Limit::MessageTooLarge { .. } => Code::ResourceExhausted,
-                Limit::RequestReadTimeout { .. } => Code::DeadlineExceeded,
-                Limit::Malformed => Code::InvalidArgument,
-            },
+            AppError::Limit(limit) => {
+                metrics::counter!(crate::telemetry::metrics::LIMITS_HIT, "limit" => limit.name())
+                    .increment(1);
+                match limit {
+                    Limit::Watches { .. }
+                    | Limit::AnonymousStreams { .. }
+                    | Limit::MessageTooLarge { .. } => Code::ResourceExhausted,
+                    Limit::RequestReadTimeout { .. } => Code::DeadlineExceeded,
+                    Limit::Malformed => Code::InvalidArgument,
+                }
+            }
             AppError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 return Status::internal("internal error; it has been logged");
@@ -70,6 +80,39 @@ impl From<AppError> for Status {
         };
         Status::new(code, message)
     }
+}
+
+/// What a caller is told when the database cannot serve: the condition,
+/// whether anything was written, and what to do.
+fn unavailable_message(condition: Condition) -> &'static str {
+    match condition {
+        Condition::Unreachable => {
+            "database unavailable: the service cannot reach its database; nothing was written; retry shortly"
+        }
+        Condition::Locked => {
+            "database busy: it stayed locked longer than the service waits; nothing was written; retry shortly"
+        }
+        Condition::DiskFull => {
+            "database unavailable: its disk is full; nothing was written; reads still work; retry once space is freed"
+        }
+        Condition::IoError => {
+            "database unavailable: it reported an I/O error; nothing was written; retry shortly"
+        }
+        Condition::ReadOnly => {
+            "database unavailable: it accepts only reads (a standby, or a read-only file); nothing was written; retry shortly"
+        }
+        Condition::TimedOut => {
+            "database unavailable: no answer within the service's database timeout (--db-timeout-ms); a change may still be committed: retry with the same request_id to find out"
+        }
+        Condition::ShuttingDown => {
+            "the service is shutting down; retry (with the same request_id for changes) in a moment or on another replica"
+        }
+    }
+}
+
+fn unavailable_log() -> &'static LogBudget {
+    static LOG: std::sync::OnceLock<LogBudget> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| LogBudget::per_second(1))
 }
 
 impl From<DomainError> for Status {

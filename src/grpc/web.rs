@@ -18,18 +18,23 @@ use http::{Method, request::Parts};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Request headers a grpc-web client sends (connect-web and grpc-web alike).
-pub const ALLOWED_REQUEST_HEADERS: [&str; 5] = [
+pub const ALLOWED_REQUEST_HEADERS: [&str; 6] = [
     "authorization",
     "content-type",
     "x-grpc-web",
     "x-user-agent",
     "grpc-timeout",
+    "x-request-id",
 ];
 
 /// Response headers a browser script must be able to read to see how a call
 /// ended (grpc-web may send the status in headers for trailers-only answers).
-pub const EXPOSED_RESPONSE_HEADERS: [&str; 3] =
-    ["grpc-status", "grpc-message", "grpc-status-details-bin"];
+pub const EXPOSED_RESPONSE_HEADERS: [&str; 4] = [
+    "grpc-status",
+    "grpc-message",
+    "grpc-status-details-bin",
+    "x-request-id",
+];
 
 /// How long a browser may cache a preflight answer.
 pub const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);

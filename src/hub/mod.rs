@@ -93,6 +93,7 @@ impl Hub {
 
     /// Hands `event` to every current watcher of its job. Never blocks.
     pub fn publish(&self, event: SharedEvent) {
+        metrics::counter!(crate::telemetry::metrics::EVENTS_PUBLISHED).increment(1);
         {
             let topics = self.topics();
             if let Some(topic) = topics.get(&event.job_id()) {

@@ -68,6 +68,57 @@ pub struct ListenerStats {
     pub batches: AtomicU64,
     /// Events published by resynchronisations after (re)connecting.
     pub resynced: AtomicU64,
+    /// When the session went down, while it is down (None: up, or not
+    /// started yet), and the time it spent down before.
+    down: std::sync::Mutex<Downtime>,
+}
+
+#[derive(Debug, Default)]
+struct Downtime {
+    since: Option<std::time::Instant>,
+    before: Duration,
+    up: bool,
+}
+
+impl ListenerStats {
+    fn went_down(&self) {
+        let mut down = self.downtime();
+        down.up = false;
+        down.since.get_or_insert_with(std::time::Instant::now);
+    }
+
+    fn came_up(&self) {
+        let mut down = self.downtime();
+        down.up = true;
+        if let Some(since) = down.since.take() {
+            down.before += since.elapsed();
+        }
+    }
+
+    /// Whether the LISTEN session is up now.
+    pub fn connected(&self) -> bool {
+        self.downtime().up
+    }
+
+    /// How long the session has been down in all, this outage included.
+    pub fn down_for(&self) -> Duration {
+        let down = self.downtime();
+        down.before + down.since.map(|s| s.elapsed()).unwrap_or_default()
+    }
+
+    fn downtime(&self) -> std::sync::MutexGuard<'_, Downtime> {
+        // Updated twice per outage and read per scrape; never held across an await.
+        self.down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A wait of `backoff`, of which half is random ("equal jitter"): after a
+/// database failover, replicas must not all reconnect in the same instant.
+fn jittered(backoff: Duration) -> Duration {
+    let half = backoff / 2;
+    half + half.mul_f64(rand::random::<f64>())
 }
 
 /// Runs until `shutdown` is cancelled; never returns earlier. Failures are
@@ -91,6 +142,7 @@ pub async fn run(
         match opened {
             Ok(mut listener) => {
                 stats.sessions.fetch_add(1, Ordering::Relaxed);
+                stats.came_up();
                 tracing::debug!("LISTEN session open; watchers resynchronised");
                 backoff = first_backoff;
                 let broken = tokio::select! {
@@ -99,16 +151,18 @@ pub async fn run(
                     broken = forward(&mut listener, &store, &hub, &stats) => broken,
                 };
                 stats.breaks.fetch_add(1, Ordering::Relaxed);
+                stats.went_down();
                 tracing::warn!(error = %broken, retry_in = ?backoff, "LISTEN session broken; reconnecting, then catching watchers up from the log");
             }
             Err(err) => {
+                stats.went_down();
                 tracing::warn!(error = %err, retry_in = ?backoff, "cannot open the LISTEN session");
             }
         }
         tokio::select! {
             biased;
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+            () = tokio::time::sleep(jittered(backoff)) => {}
         }
         backoff = backoff
             .saturating_mul(2)
@@ -177,7 +231,7 @@ async fn forward(
     loop {
         let first = match listener.try_recv().await {
             Ok(Some(notification)) => notification,
-            Ok(None) => return StorageError::Unavailable("the LISTEN connection was lost".into()),
+            Ok(None) => return StorageError::unreachable("the LISTEN connection was lost"),
             Err(err) => return err.into(),
         };
         // Sorted and deduplicated: `(job, revision)` order is the order
@@ -196,9 +250,7 @@ async fn forward(
                     taken += 1;
                 }
                 Some(Ok(None)) => {
-                    broken = Some(StorageError::Unavailable(
-                        "the LISTEN connection was lost".into(),
-                    ));
+                    broken = Some(StorageError::unreachable("the LISTEN connection was lost"));
                     break;
                 }
                 Some(Err(err)) => {
@@ -248,4 +300,37 @@ fn note(notification: &PgNotification, hub: &Hub, wanted: &mut BTreeSet<(JobId, 
         return;
     }
     wanted.insert((job, revision));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn reconnect_waits_are_jittered_within_half_to_all_of_the_backoff() {
+        let backoff = Duration::from_millis(1000);
+        let waits: Vec<_> = (0..200).map(|_| super::jittered(backoff)).collect();
+        assert!(waits.iter().all(|w| *w >= backoff / 2 && *w <= backoff));
+        let distinct: std::collections::HashSet<_> = waits.iter().map(|w| w.as_millis()).collect();
+        assert!(distinct.len() > 50, "the waits differ: {}", distinct.len());
+    }
+
+    #[test]
+    fn downtime_adds_up_across_outages() {
+        let stats = super::ListenerStats::default();
+        assert!(!stats.connected());
+        stats.came_up();
+        assert!(stats.connected());
+        stats.went_down();
+        std::thread::sleep(Duration::from_millis(20));
+        stats.came_up();
+        let first = stats.down_for();
+        assert!(first >= Duration::from_millis(20));
+        stats.went_down();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            stats.down_for() >= first + Duration::from_millis(20),
+            "the current outage counts"
+        );
+    }
 }

@@ -127,7 +127,8 @@ impl UserHub {
         )
     }
 
-    /// How many users have a topic, and how many jobs have interest (tests).
+    /// How many users have a topic, and how many jobs have interest (tests
+    /// and metrics).
     pub fn sizes(&self) -> (usize, usize) {
         let state = self.state();
         (state.topics.len(), state.interest.len())

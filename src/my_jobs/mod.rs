@@ -37,6 +37,7 @@ use crate::error::AppError;
 use crate::hub::SharedEvent;
 use crate::jobs::{Deadline, Deadlines, Jobs, SnapshotReason};
 use crate::storage::StorageError;
+use crate::telemetry::metrics as m;
 
 /// The most jobs one stream lists at start (and on a resync). A user with
 /// more sees the unfinished and most recently updated ones, and the others
@@ -168,7 +169,12 @@ pub fn watch(
                         subscription.track(id);
                         tracked.insert(id, job.revision);
                     }
-                    let reason = if other.is_some() { SnapshotReason::Resync } else { SnapshotReason::Initial };
+                    let reason = if other.is_some() {
+                        metrics::counter!(m::RESYNCS).increment(1);
+                        SnapshotReason::Resync
+                    } else {
+                        SnapshotReason::Initial
+                    };
                     yield MyJobsItem::Snapshot { job: Box::new(job), reason };
                 }
             }
@@ -206,7 +212,8 @@ pub fn watch(
                             subscription.track(id);
                             tracked.insert(id, job.revision);
                         }
-                        yield MyJobsItem::Snapshot { job, reason: SnapshotReason::Resync };
+                        metrics::counter!(m::RESYNCS).increment(1);
+                                    yield MyJobsItem::Snapshot { job, reason: SnapshotReason::Resync };
                     }
                 }
                 _ => yield MyJobsItem::Left { job: id, revision: 0, cause: None },
@@ -232,6 +239,7 @@ pub fn watch(
                 }
                 let Some(&last) = tracked.get(&id) else { continue };
                 let page = Box::pin(this.store().events_after(id, last, CATCH_UP_PAGE)).await?;
+                metrics::counter!(m::CATCH_UP_EVENTS).increment(page.len() as u64);
                 let more = page.len() == CATCH_UP_PAGE as usize;
                 for event in page {
                     let event = Arc::new(event);
@@ -248,6 +256,7 @@ pub fn watch(
                             match Box::pin(job_boxed(&this, id)).await? {
                                 Some(job) if job.role_of(&user).is_some() => {
                                     tracked.insert(id, job.revision);
+                                    metrics::counter!(m::RESYNCS).increment(1);
                                     yield MyJobsItem::Snapshot { job, reason: SnapshotReason::Resync };
                                 }
                                 _ => {
@@ -263,6 +272,7 @@ pub fn watch(
                             match Box::pin(job_boxed(&this, id)).await? {
                                 Some(job) if job.role_of(&user).is_some() => {
                                     tracked.insert(id, job.revision);
+                                    metrics::counter!(m::RESYNCS).increment(1);
                                     yield MyJobsItem::Snapshot { job, reason: SnapshotReason::Resync };
                                 }
                                 _ => {
@@ -313,6 +323,7 @@ pub fn watch(
                     }
                     Step::Gap => {
                         this.stats().catch_ups.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!(m::CATCH_UPS).increment(1);
                         if !catch_up.contains(&id) {
                             catch_up.push_back(id);
                         }
@@ -349,6 +360,7 @@ pub fn watch(
                     // have left, or be beyond its cap).
                     tracing::debug!(user = %user, "WatchMyJobs catching up from the store");
                     this.stats().catch_ups.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!(m::CATCH_UPS).increment(1);
                     let listed = Box::pin(this.store().jobs_of_user(user.as_str(), MAX_LISTED_JOBS)).await?;
                     let mut unlisted: HashSet<JobId> = tracked.keys().copied().collect();
                     for job in listed {

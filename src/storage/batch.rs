@@ -5,8 +5,11 @@
 //! failure from failing the rest of its batch. No database code here: the
 //! backends bring their own transaction.
 
+use super::Condition;
+use crate::telemetry::metrics as m;
 use std::collections::HashMap;
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -81,40 +84,103 @@ pub(super) trait CommitBatch {
     ) -> impl Future<Output = Result<Vec<Result<Outcome, StorageError>>, StorageError>> + Send;
 }
 
+/// Whether writes are failing now for a condition that blocks them (a full
+/// disk, an I/O error, a read-only database), as the last batch found.
+/// Health checking reads it; while it is set, the health probe tries a
+/// real write, so a recovery is seen even when no client writes.
+#[derive(Debug, Default)]
+pub(super) struct WriteFailure(std::sync::Mutex<Option<Condition>>);
+
+impl WriteFailure {
+    pub(super) fn set(&self, condition: Option<Condition>) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = condition;
+    }
+
+    pub(super) fn get(&self) -> Option<Condition> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Where a writer sends one request's answer.
 pub(super) type Reply = oneshot::Sender<Result<Outcome, StorageError>>;
 
 /// Queues a change for a backend's writer (`op` wraps the reply channel in
-/// that backend's queue message) and waits for its answer.
+/// that backend's queue message) and waits for its answer, `timeout` at
+/// most in all: queueing, waiting for a connection and committing share
+/// one deadline, so a caller never waits longer than `--db-timeout-ms`. A
+/// change that timed out stays queued and may still commit; a retry with
+/// its request id then finds it.
 pub(super) async fn submit<Op>(
     writes: &mpsc::Sender<Op>,
+    timeout: Duration,
     op: impl FnOnce(Reply) -> Op,
 ) -> Result<Outcome, StorageError> {
     let (reply, answer) = oneshot::channel();
-    let shutting_down = || StorageError::Unavailable("the server is shutting down".into());
-    writes.send(op(reply)).await.map_err(|_| shutting_down())?;
-    answer.await.map_err(|_| shutting_down())?
+    let shutting_down = || {
+        StorageError::Unavailable(
+            Condition::ShuttingDown,
+            "the server is shutting down".into(),
+        )
+    };
+    let timed_out = || {
+        StorageError::Unavailable(
+            Condition::TimedOut,
+            format!("no answer from the writer within {timeout:?}"),
+        )
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    tokio::time::timeout_at(deadline, writes.send(op(reply)))
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|_| shutting_down())?;
+    tokio::time::timeout_at(deadline, answer)
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|_| shutting_down())?
 }
 
 /// Commits a batch (see [`commit_isolating`]) and sends every request its
 /// answer. A caller that went away (a cancelled RPC) is not told; its
-/// change stands.
+/// change stands. Returns the condition that failed the whole batch, if it
+/// is one that blocks writes (a full disk, say), for health checking.
 pub(super) async fn commit_and_answer<C: CommitBatch + Send>(
+    failure: &WriteFailure,
     backend: &mut C,
     requests: &[Request],
     replies: Vec<Reply>,
-) {
+) -> Option<Condition> {
     let started = std::time::Instant::now();
     let results = commit_isolating(backend, requests).await;
     // How full and how slow batches are: what bounds write throughput.
+    metrics::histogram!(m::BATCH_SIZE).record(requests.len() as f64);
+    metrics::histogram!(m::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
     tracing::debug!(
         changes = requests.len(),
         micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "batch committed"
     );
+    let blocked = match results.first() {
+        Some(Err(StorageError::Unavailable(condition, _)))
+            if condition.blocks_writes()
+                && results
+                    .iter()
+                    .all(|r| matches!(r, Err(StorageError::Unavailable(..)))) =>
+        {
+            Some(*condition)
+        }
+        _ => None,
+    };
     for (reply, result) in replies.into_iter().zip(results) {
         let _ = reply.send(result);
     }
+    failure.set(blocked);
+    blocked
 }
 
 /// Commits `requests` as one batch. If the batch fails for any reason but
@@ -127,7 +193,8 @@ async fn commit_isolating<C: CommitBatch + Send>(
 ) -> Vec<Result<Outcome, StorageError>> {
     match backend.commit(requests).await {
         Ok(results) => results,
-        Err(err) if requests.len() > 1 && !matches!(err, StorageError::Unavailable(_)) => {
+        Err(err) if requests.len() > 1 && !matches!(err, StorageError::Unavailable(..)) => {
+            metrics::counter!(m::BATCHES_FAILED).increment(1);
             tracing::warn!(
                 error = %err,
                 changes = requests.len(),
@@ -147,7 +214,12 @@ async fn commit_isolating<C: CommitBatch + Send>(
             results
         }
         Err(err) => {
-            tracing::error!(error = %err, changes = requests.len(), "write transaction failed");
+            metrics::counter!(m::BATCHES_FAILED).increment(1);
+            if !matches!(err, StorageError::Unavailable(..)) {
+                // An unavailable database is logged where it is answered,
+                // at a bounded rate (grpc::status).
+                tracing::error!(error = %err, changes = requests.len(), "write transaction failed");
+            }
             vec![Err(err); requests.len()]
         }
     }

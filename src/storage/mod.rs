@@ -38,9 +38,11 @@ pub enum StorageError {
     /// The domain refused the command; nothing was written.
     #[error(transparent)]
     Rejected(#[from] DomainError),
-    /// The database cannot be reached or is too busy to answer in time.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
+    /// The database cannot serve now, for `Condition`; nothing was written
+    /// (but a change that timed out waiting may still commit). The detail
+    /// may name hosts, users or SQL: it is logged, never sent.
+    #[error("database unavailable ({condition}): {detail}", condition = .0.name(), detail = .1)]
+    Unavailable(Condition, String),
     /// A stored row does not decode: a bug or a hand-edited database.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -50,29 +52,108 @@ pub enum StorageError {
     Internal(String),
 }
 
-impl From<sqlx::Error> for StorageError {
-    fn from(err: sqlx::Error) -> Self {
-        use sqlx::Error as E;
-        match &err {
-            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
-                StorageError::Unavailable(err.to_string())
+/// Why the database cannot serve: what the caller (and the operator) can
+/// do about it differs, so the status message names it. Every one is
+/// UNAVAILABLE: nothing is wrong with the request, and it will succeed,
+/// with no restart, once the condition passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// No connection, or the connection broke.
+    Unreachable,
+    /// Another writer holds the database longer than the server waits.
+    Locked,
+    /// The database's disk is full.
+    DiskFull,
+    /// The database reported an I/O error.
+    IoError,
+    /// The database only accepts reads (a standby, a read-only file).
+    ReadOnly,
+    /// No answer within the server's database timeout.
+    TimedOut,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+impl Condition {
+    /// A short, fixed name for metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Condition::Unreachable => "unreachable",
+            Condition::Locked => "locked",
+            Condition::DiskFull => "disk_full",
+            Condition::IoError => "io_error",
+            Condition::ReadOnly => "read_only",
+            Condition::TimedOut => "timed_out",
+            Condition::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// Whether writes fail while reads may still work: health checking
+    /// then reports NOT_SERVING until a write succeeds again.
+    pub fn blocks_writes(self) -> bool {
+        matches!(
+            self,
+            Condition::DiskFull | Condition::IoError | Condition::ReadOnly
+        )
+    }
+
+    /// The condition a database error code means, if it is one of these.
+    /// SQLite reports extended codes (the primary code in the low byte:
+    /// `SQLITE_IOERR_WRITE` is 778, 10 + 3 × 256), PostgreSQL SQLSTATEs.
+    pub fn of_code(code: &str) -> Option<Self> {
+        // SQLSTATEs are five characters ("08006"); SQLite's codes, extended
+        // included, have at most four digits.
+        if code.len() < 5
+            && let Ok(extended) = code.parse::<u32>()
+        {
+            return match extended & 0xff {
+                5 | 6 => Some(Condition::Locked),   // BUSY, LOCKED
+                8 => Some(Condition::ReadOnly),     // READONLY
+                7 | 10 => Some(Condition::IoError), // NOMEM, IOERR
+                13 => Some(Condition::DiskFull),    // FULL
+                14 => Some(Condition::Unreachable), // CANTOPEN
+                _ => None,
+            };
+        }
+        match code {
+            "53100" => Some(Condition::DiskFull),
+            "25006" => Some(Condition::ReadOnly),
+            "58030" => Some(Condition::IoError),
+            "57014" | "55P03" => Some(Condition::TimedOut),
+            _ if code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || code.starts_with("28") =>
+            {
+                Some(Condition::Unreachable)
             }
-            E::Database(db) if is_unavailable_code(db.code().as_deref()) => {
-                StorageError::Unavailable(db.message().to_owned())
-            }
-            _ => StorageError::Internal(err.to_string()),
+            _ => None,
         }
     }
 }
 
-/// SQLite's BUSY/LOCKED/IOERR/CANTOPEN and PostgreSQL's connection,
-/// shutdown and resource classes all mean "try again later".
-fn is_unavailable_code(code: Option<&str>) -> bool {
-    let Some(code) = code else { return false };
-    matches!(code, "5" | "6" | "10" | "14" | "261" | "517")
-        || code.starts_with("08")
-        || code.starts_with("53")
-        || code.starts_with("57P")
+impl StorageError {
+    /// The database cannot be reached; `detail` says how.
+    pub fn unreachable(detail: impl Into<String>) -> Self {
+        StorageError::Unavailable(Condition::Unreachable, detail.into())
+    }
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(err: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &err {
+            E::PoolTimedOut => StorageError::Unavailable(Condition::TimedOut, err.to_string()),
+            E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
+                StorageError::unreachable(err.to_string())
+            }
+            E::Database(db) => match db.code().as_deref().and_then(Condition::of_code) {
+                Some(condition) => StorageError::Unavailable(condition, db.message().to_owned()),
+                None => StorageError::Internal(err.to_string()),
+            },
+            _ => StorageError::Internal(err.to_string()),
+        }
+    }
 }
 
 /// Tuning that applies to every backend.
@@ -127,7 +208,7 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Store::Postgres(PostgresStore::connect(url, options).await?))
         } else {
-            Err(StorageError::Unavailable(format!(
+            Err(StorageError::unreachable(format!(
                 "unsupported database URL scheme in {:?}: expected sqlite:// or postgres://",
                 redact(url)
             )))
@@ -181,7 +262,17 @@ impl Store {
         }
     }
 
-    /// Cheap round trip used by health checking.
+    /// The condition writes are failing for now (a full disk, a read-only
+    /// database), if any: health checking reports NOT_SERVING meanwhile.
+    pub fn write_failure(&self) -> Option<Condition> {
+        match self {
+            Store::Sqlite(s) => s.write_failure(),
+            Store::Postgres(s) => s.write_failure(),
+        }
+    }
+
+    /// Cheap round trip used by health checking (a real write while writes
+    /// are failing, to see them recover).
     pub async fn ping(&self) -> Result<(), StorageError> {
         match self {
             Store::Sqlite(s) => s.ping().await,
@@ -225,10 +316,30 @@ mod tests {
 
     #[test]
     fn unavailable_codes() {
-        assert!(is_unavailable_code(Some("5")));
-        assert!(is_unavailable_code(Some("08006")));
-        assert!(is_unavailable_code(Some("57P01")));
-        assert!(!is_unavailable_code(Some("23505")));
-        assert!(!is_unavailable_code(None));
+        use Condition::*;
+        let cases = [
+            ("5", Some(Locked)),
+            ("517", Some(Locked)), // SQLITE_BUSY_SNAPSHOT
+            ("13", Some(DiskFull)),
+            ("10", Some(IoError)),
+            ("778", Some(IoError)),  // SQLITE_IOERR_WRITE
+            ("1034", Some(IoError)), // SQLITE_IOERR_FSYNC
+            ("8", Some(ReadOnly)),
+            ("1032", Some(ReadOnly)), // SQLITE_READONLY_DBMOVED
+            ("14", Some(Unreachable)),
+            ("19", None),   // CONSTRAINT: a bug, not a condition
+            ("2067", None), // CONSTRAINT_UNIQUE
+            ("08006", Some(Unreachable)),
+            ("57P01", Some(Unreachable)),
+            ("53100", Some(DiskFull)),
+            ("53300", Some(Unreachable)),
+            ("25006", Some(ReadOnly)),
+            ("57014", Some(TimedOut)),
+            ("28P01", Some(Unreachable)),
+            ("23505", None),
+        ];
+        for (code, condition) in cases {
+            assert_eq!(Condition::of_code(code), condition, "{code}");
+        }
     }
 }

@@ -19,10 +19,12 @@
 //! hold a connection while events are published; fan-out of the
 //! notifications is [`crate::hub::pg_listen`]'s job.
 
+use super::Condition;
 use std::collections::HashMap;
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
@@ -34,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::batch::{
-    Answered, BatchJobs, CommitBatch, Reply, commit_and_answer, decide_all, submit,
+    Answered, BatchJobs, CommitBatch, Reply, WriteFailure, commit_and_answer, decide_all, submit,
 };
 use super::codec::{self, JobRow, job_columns};
 use super::{Outcome, StorageError, StoreOptions};
@@ -70,6 +72,10 @@ struct Inner {
     listen: PgPool,
     /// Changes waiting for a writer.
     writes: mpsc::Sender<WriteOp>,
+    /// How long a change may wait for its answer in all (`--db-timeout-ms`).
+    timeout: Duration,
+    /// Set while writes fail for a condition that blocks them.
+    failure: Arc<WriteFailure>,
     /// Cancelled by `close`: the writers stop taking new changes, commit
     /// what is queued and exit.
     closing: CancellationToken,
@@ -86,7 +92,7 @@ struct WriteOp {
 impl PostgresStore {
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StorageError> {
         let base = PgConnectOptions::from_str(url).map_err(|e| {
-            StorageError::Unavailable(format!("bad PostgreSQL URL {:?}: {e}", super::redact(url)))
+            StorageError::unreachable(format!("bad PostgreSQL URL {:?}: {e}", super::redact(url)))
         })?;
         let statement_timeout = options.statement_timeout.as_millis().max(1).to_string();
         let connect = base
@@ -120,6 +126,7 @@ impl PostgresStore {
         let queue = Arc::new(Mutex::new(queue));
         let closing = CancellationToken::new();
         let writers = TaskTracker::new();
+        let failure = Arc::new(WriteFailure::default());
         // Half the pool at most: snapshots and catch-up reads need the rest.
         let count = WRITERS.min((options.pool_size as usize / 2).max(1));
         for _ in 0..count {
@@ -127,6 +134,7 @@ impl PostgresStore {
                 pool.clone(),
                 queue.clone(),
                 options.max_batch.max(1),
+                failure.clone(),
                 closing.clone(),
             ));
         }
@@ -136,6 +144,8 @@ impl PostgresStore {
                 pool,
                 listen,
                 writes,
+                timeout: options.busy_timeout,
+                failure,
                 closing,
                 writers,
             }),
@@ -150,7 +160,11 @@ impl PostgresStore {
     /// Queues `request` for this replica's writers and waits for its
     /// commit (or refusal).
     pub async fn execute(&self, request: Request) -> Result<Outcome, StorageError> {
-        submit(&self.inner.writes, |reply| WriteOp { request, reply }).await
+        submit(&self.inner.writes, self.inner.timeout, |reply| WriteOp {
+            request,
+            reply,
+        })
+        .await
     }
 
     pub async fn get_job(&self, id: JobId) -> Result<Option<Job>, StorageError> {
@@ -274,13 +288,46 @@ impl PostgresStore {
         payloads.iter().map(|p| codec::decode_event(p)).collect()
     }
 
+    /// The condition writes are failing for now, if any (health checking).
+    pub fn write_failure(&self) -> Option<Condition> {
+        self.inner.failure.get()
+    }
+
+    /// Whether the database answers. While writes fail for a condition
+    /// that blocks them (a read-only standby after a failover, say), it
+    /// commits a transaction that needs a transaction id instead, so a
+    /// recovery shows even when no client writes.
     pub async fn ping(&self) -> Result<(), StorageError> {
         let mut conn = self.acquire().await?;
-        sqlx::query("SELECT 1")
-            .execute(&mut *conn)
-            .await
-            .map_err(db_error)?;
-        Ok(())
+        if self.inner.failure.get().is_none() {
+            sqlx::query("SELECT 1")
+                .execute(&mut *conn)
+                .await
+                .map_err(db_error)?;
+            return Ok(());
+        }
+        let probe = async {
+            let mut tx = conn.begin().await?;
+            sqlx::query("SELECT txid_current()")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        };
+        match probe.await {
+            Ok(()) => {
+                self.inner.failure.set(None);
+                Ok(())
+            }
+            Err(err) => {
+                let err = db_error(err);
+                if let StorageError::Unavailable(condition, _) = &err {
+                    self.inner
+                        .failure
+                        .set(Some(*condition).filter(|c| c.blocks_writes()));
+                }
+                Err(err)
+            }
+        }
     }
 
     /// Closes both pools. The listener task must have ended first (the app
@@ -303,7 +350,11 @@ impl PostgresStore {
 async fn acquire(pool: &PgPool) -> Result<PoolConnection<Postgres>, StorageError> {
     pool.acquire()
         .await
-        .map_err(|e| StorageError::Unavailable(e.to_string()))
+        .map_err(|e| match StorageError::from(e) {
+            // Whatever refused the connection, it is not this request's fault.
+            StorageError::Internal(detail) => StorageError::unreachable(detail),
+            other => other,
+        })
 }
 
 /// Why one attempt at a change failed: a database error (which may be a
@@ -339,6 +390,7 @@ async fn run_writer(
     mut pool: PgPool,
     queue: Arc<Mutex<mpsc::Receiver<WriteOp>>>,
     max_batch: usize,
+    failure: Arc<WriteFailure>,
     closing: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
@@ -358,7 +410,7 @@ async fn run_writer(
         }
         let (requests, replies): (Vec<Request>, Vec<_>) =
             batch.drain(..).map(|op| (op.request, op.reply)).unzip();
-        commit_and_answer(&mut pool, &requests, replies).await;
+        commit_and_answer(&failure, &mut pool, &requests, replies).await;
     }
 }
 
@@ -663,17 +715,11 @@ fn is_lost_race(err: &sqlx::Error) -> bool {
     }
 }
 
-/// PostgreSQL-specific refinements of `StorageError::from`: a statement
-/// time-out (57014) or lock time-out (55P03) means the database is too busy
-/// to answer in time, and class 28 (authorization) means it refuses our
-/// connections: both are UNAVAILABLE, not INTERNAL.
+/// A database error as the storage layer reports it: a statement or lock
+/// time-out (57014, 55P03) is the database too busy to answer in time, and
+/// class 28 (authorization) is the database refusing our connections; both
+/// are UNAVAILABLE ([`super::Condition::of_code`]), not INTERNAL.
 fn db_error(err: sqlx::Error) -> StorageError {
-    if let sqlx::Error::Database(db) = &err
-        && let Some(code) = db.code()
-        && (code == "57014" || code == "55P03" || code.starts_with("28"))
-    {
-        return StorageError::Unavailable(db.message().to_owned());
-    }
     StorageError::from(err)
 }
 

@@ -9,9 +9,11 @@
 //! (snapshots, replays) use a separate pool and never wait for the writer.
 //! Nothing here may hold a connection while events are published.
 
+use super::Condition;
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
@@ -23,11 +25,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::batch::{
-    Answered, BatchJobs, CommitBatch, Reply, commit_and_answer, decide_all, submit,
+    Answered, BatchJobs, CommitBatch, Reply, WriteFailure, commit_and_answer, decide_all, submit,
 };
 use super::codec::{self, JobRow, job_columns};
 use super::{Outcome, StorageError, StoreOptions};
 use crate::domain::{Event, Job, JobId, Request};
+
+/// The size of the health probe's write while writes fail: about what a
+/// batch of a hundred changes writes.
+const PROBE_BYTES: i64 = 64 * 1024;
 
 /// How many changes may wait for the writer before callers wait too.
 const WRITE_QUEUE: usize = 4096;
@@ -41,6 +47,10 @@ pub struct SqliteStore {
 struct Inner {
     reads: SqlitePool,
     writes: mpsc::Sender<WriteOp>,
+    /// How long a change may wait for its answer (`--db-timeout-ms`).
+    timeout: Duration,
+    /// Set while writes fail for a condition that blocks them.
+    failure: Arc<WriteFailure>,
     /// Cancelled by `close`: the writer stops taking new changes, commits
     /// what is queued and exits.
     closing: CancellationToken,
@@ -62,14 +72,13 @@ enum WriteOp {
 impl SqliteStore {
     pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StorageError> {
         if url.contains(":memory:") || url.contains("mode=memory") {
-            return Err(StorageError::Unavailable(
+            return Err(StorageError::unreachable(
                 "in-memory SQLite is not supported: every acknowledged change must be durable; \
-                 use a file such as sqlite://jobstatus.db"
-                    .into(),
+                 use a file such as sqlite://jobstatus.db",
             ));
         }
         let connect = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StorageError::Unavailable(format!("bad SQLite URL {url:?}: {e}")))?
+            .map_err(|e| StorageError::unreachable(format!("bad SQLite URL {url:?}: {e}")))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -91,10 +100,12 @@ impl SqliteStore {
         let (writes, rx) = mpsc::channel(WRITE_QUEUE);
         let closing = CancellationToken::new();
         let writer = TaskTracker::new();
+        let failure = Arc::new(WriteFailure::default());
         writer.spawn(run_writer(
             writer_conn,
             rx,
             options.max_batch.max(1),
+            failure.clone(),
             closing.clone(),
         ));
         writer.close();
@@ -102,6 +113,8 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 reads,
                 writes,
+                timeout: options.busy_timeout,
+                failure,
                 closing,
                 writer,
             }),
@@ -109,9 +122,8 @@ impl SqliteStore {
     }
 
     pub async fn execute(&self, request: Request) -> Result<Outcome, StorageError> {
-        submit(&self.inner.writes, |reply| WriteOp::Execute {
-            request,
-            reply,
+        submit(&self.inner.writes, self.inner.timeout, |reply| {
+            WriteOp::Execute { request, reply }
         })
         .await
     }
@@ -182,9 +194,19 @@ impl SqliteStore {
     }
 
     /// Checks both paths: a read, and that the writer can take the lock.
+    /// The condition writes are failing for now, if any (health checking).
+    pub fn write_failure(&self) -> Option<Condition> {
+        self.inner.failure.get()
+    }
+
     pub async fn ping(&self) -> Result<(), StorageError> {
         sqlx::query("SELECT 1").execute(&self.inner.reads).await?;
-        let stopped = || StorageError::Unavailable("the SQLite writer has stopped".into());
+        let stopped = || {
+            StorageError::Unavailable(
+                Condition::ShuttingDown,
+                "the SQLite writer has stopped".into(),
+            )
+        };
         let (reply, answer) = oneshot::channel();
         self.inner
             .writes
@@ -207,6 +229,7 @@ async fn run_writer(
     mut conn: SqliteConnection,
     mut rx: mpsc::Receiver<WriteOp>,
     max_batch: usize,
+    failure: Arc<WriteFailure>,
     closing: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
@@ -232,25 +255,73 @@ async fn run_writer(
                     replies.push(reply);
                 }
                 WriteOp::Ping { reply } => {
-                    let _ = reply.send(ping_writer(&mut conn).await);
+                    let _ = reply.send(ping_writer(&mut conn, &failure).await);
                 }
             }
         }
         if requests.is_empty() {
             continue;
         }
-        commit_and_answer(&mut conn, &requests, replies).await;
+        commit_and_answer(&failure, &mut conn, &requests, replies).await;
+    }
+    // A clean stop leaves the database whole in its one file: merge the WAL
+    // back, so that copying jobstatus.db alone after exit 0 copies
+    // everything (closing the last connection would too, but only if no
+    // reader is still open at that moment).
+    if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await
+    {
+        tracing::warn!(error = %err, "merging the WAL into the database file failed");
     }
     if let Err(err) = conn.close().await {
         tracing::warn!(error = %err, "closing the SQLite writer connection failed");
     }
 }
 
-/// Takes and releases the write lock, failing like a write would.
-async fn ping_writer(conn: &mut SqliteConnection) -> Result<(), StorageError> {
-    let tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    tx.rollback().await?;
-    Ok(())
+/// Takes and releases the write lock, failing like a write would. While
+/// writes fail for a condition that blocks them (a full disk), it commits a
+/// real write of a large batch's size instead ([`PROBE_BYTES`] into the
+/// `health_probe` row), so a recovery shows even when no client writes, and
+/// a disk with room for a tiny write but not for real ones stays reported.
+async fn ping_writer(
+    conn: &mut SqliteConnection,
+    failure: &WriteFailure,
+) -> Result<(), StorageError> {
+    if failure.get().is_none() {
+        let tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        tx.rollback().await?;
+        return Ok(());
+    }
+    // Plain statements, as a batch writes: a failed COMMIT (a full disk)
+    // leaves the transaction open, and it must be rolled back here.
+    let probe = async {
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        sqlx::query("INSERT OR REPLACE INTO health_probe (id, payload) VALUES (1, zeroblob(?))")
+            .bind(PROBE_BYTES)
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("COMMIT").execute(&mut *conn).await.map(drop)
+    };
+    let probed: Result<(), sqlx::Error> = probe.await;
+    if probed.is_err()
+        && let Err(err) = sqlx::query("ROLLBACK").execute(&mut *conn).await
+    {
+        tracing::debug!(error = %err, "rollback after a failed health probe");
+    }
+    match probed {
+        Ok(()) => {
+            failure.set(None);
+            Ok(())
+        }
+        Err(err) => {
+            let err = StorageError::from(err);
+            if let StorageError::Unavailable(condition, _) = &err {
+                failure.set(Some(*condition).filter(|c| c.blocks_writes()));
+            }
+            Err(err)
+        }
+    }
 }
 
 impl CommitBatch for SqliteConnection {

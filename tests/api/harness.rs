@@ -1,6 +1,6 @@
 //! The suite's test runner (libtest-mimic, `harness = false`): every test
 //! is a trial, run on its own two-thread tokio runtime. A trial that needs
-//! PostgreSQL or grpcurl where it is absent is reported *ignored* in the
+//! PostgreSQL, grpcurl or tmpfs mounts where they are absent is reported *ignored* in the
 //! runner's own summary, with the reason as its kind, and a line at the
 //! start says what is missing; `JOBSTATUS_REQUIRE_POSTGRES=1` and
 //! `JOBSTATUS_REQUIRE_GRPCURL=1` (set by `.ci/run`) make such trials fail
@@ -20,6 +20,8 @@ pub enum Need {
     Postgres,
     /// The grpcurl command.
     Grpcurl,
+    /// Mounting a small tmpfs (root, or CAP_SYS_ADMIN): a disk that fills.
+    Tmpfs,
 }
 
 impl Need {
@@ -27,6 +29,7 @@ impl Need {
         match self {
             Need::Postgres => "needs PostgreSQL",
             Need::Grpcurl => "needs grpcurl",
+            Need::Tmpfs => "needs tmpfs mounts",
         }
     }
 
@@ -34,6 +37,7 @@ impl Need {
         match self {
             Need::Postgres => "JOBSTATUS_REQUIRE_POSTGRES",
             Need::Grpcurl => "JOBSTATUS_REQUIRE_GRPCURL",
+            Need::Tmpfs => "JOBSTATUS_REQUIRE_TMPFS",
         }
     }
 
@@ -47,6 +51,7 @@ impl Need {
 pub struct Environment {
     postgres: Result<(), String>,
     grpcurl: Result<(), String>,
+    tmpfs: Result<(), String>,
 }
 
 impl Environment {
@@ -80,19 +85,27 @@ impl Environment {
             .output()
             .map_err(|e| format!("grpcurl not installed: {e}"))
             .map(|_| ());
-        Self { postgres, grpcurl }
+        let tmpfs = crate::helpers::SmallDisk::mount(64 * 1024)
+            .map(drop)
+            .map_err(|e| format!("cannot mount a tmpfs: {e}"));
+        Self {
+            postgres,
+            grpcurl,
+            tmpfs,
+        }
     }
 
     fn check(&self, need: Need) -> &Result<(), String> {
         match need {
             Need::Postgres => &self.postgres,
             Need::Grpcurl => &self.grpcurl,
+            Need::Tmpfs => &self.tmpfs,
         }
     }
 
     /// Says on stderr what is missing and what that means for the run.
     fn report(&self) {
-        for need in [Need::Postgres, Need::Grpcurl] {
+        for need in [Need::Postgres, Need::Grpcurl, Need::Tmpfs] {
             if let Err(why) = self.check(need) {
                 if need.required() {
                     eprintln!(

@@ -558,3 +558,49 @@ pub fn assert_status<T: std::fmt::Debug>(
         }
     }
 }
+
+/// A tmpfs of a given size, mounted in a temporary directory for one test
+/// and unmounted when dropped: a disk that fills up, and that can be grown
+/// again (`resize`) while the server runs.
+#[derive(Debug)]
+pub struct SmallDisk {
+    pub path: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl SmallDisk {
+    pub fn mount(bytes: u64) -> Result<Self, String> {
+        let dir = TempDir::new().map_err(|e| e.to_string())?;
+        let path = dir.path().join("disk");
+        std::fs::create_dir(&path).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(Self { path, _dir: dir })
+    }
+
+    /// Grows (or shrinks) the filesystem in place.
+    pub fn resize(&self, bytes: u64) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(&self.path)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "remount {}", self.path.display());
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazily: a server still closing may hold files open.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}

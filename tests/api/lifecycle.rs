@@ -312,6 +312,7 @@ async fn serve_dev_prints_grpcurl_hints_that_work() {
         );
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobstatus"));
         cmd.args(["serve", "--dev", "--listen", &addr, "--database-url", &db])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true);
@@ -385,6 +386,7 @@ async fn serve_dev(
     let url = format!("sqlite://{}", db.display());
     let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobstatus"))
         .args(["serve", "--dev", "--listen", &addr, "--database-url", &url])
+        .args(["--metrics-listen", "127.0.0.1:0"])
         .args(extra)
         .env("RUST_LOG", "warn")
         .env_remove("JOBSTATUS_JWT_SECRET")

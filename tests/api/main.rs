@@ -12,6 +12,7 @@ mod common;
 mod harness;
 mod helpers;
 
+mod disk;
 mod errors;
 mod flows;
 mod lifecycle;
@@ -22,6 +23,7 @@ mod watch;
 fn main() -> std::process::ExitCode {
     let arguments = libtest_mimic::Arguments::from_args();
     let trials = [
+        disk::trials(),
         errors::backend_trials(),
         errors::trials(),
         flows::backend_trials(),

@@ -15,6 +15,7 @@ use crate::helpers::*;
 use jobstatus::domain::JobId;
 use jobstatus::grpc::pb::watch_job_response::Kind;
 use jobstatus::grpc::pb::{self, PaymentMethod};
+use jobstatus::storage::StoreOptions;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -369,6 +370,38 @@ async fn database_outage_is_unavailable_and_not_serving_then_recovers() {
         Code::Unavailable,
         "",
     );
+    // Many changes at once, more than there are writers: queueing and
+    // waiting for a connection share one deadline, so none waits longer
+    // than --db-timeout-ms (1 s here) before UNAVAILABLE.
+    let timeout = StoreOptions::default().busy_timeout;
+    // Two waves: the second arrives while every writer already waits for
+    // a connection, which used to cost it that wait and then its own.
+    let waits = futures_util::future::join_all((0..16).map(|i| {
+        let mut worker = worker.clone();
+        async move {
+            if i >= 8 {
+                tokio::time::sleep(timeout / 2).await;
+            }
+            let started = tokio::time::Instant::now();
+            let answer = worker
+                .mark_complete(pb::MarkCompleteRequest {
+                    job_id: 1,
+                    request_id: format!("queued-{i}"),
+                    ..Default::default()
+                })
+                .await;
+            (answer.map(drop), started.elapsed())
+        }
+    }))
+    .await;
+    for (answer, waited) in &waits {
+        let status = answer.as_ref().expect_err("the database is down");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(
+            *waited <= timeout + Duration::from_millis(300),
+            "a queued change waited {waited:?}, over the {timeout:?} timeout"
+        );
+    }
     wait_for_health(&mut health, ServingStatus::NotServing).await;
     // New watches cannot read their snapshot: UNAVAILABLE too. Open ones
     // hold no connection and stay open (checked below: they go on).
@@ -537,6 +570,82 @@ async fn a_stuck_statement_fails_unavailable_after_the_statement_timeout() {
     assert_eq!(job.into_inner().revision, 2);
 }
 
+/// A change waits for the database `--db-timeout-ms` at most in all
+/// (queueing for a writer, a connection, and its statements), whatever the
+/// statement timeout: with the job's row locked by another session, changes
+/// sent in two waves all fail UNAVAILABLE within the timeout, saying a change
+/// may still commit, and a retry with the same request id after the lock is
+/// released applies each once.
+async fn queued_changes_fail_within_the_database_timeout() {
+    let db = TestDb::postgres(false).await;
+    let mut opts = options();
+    opts.store.busy_timeout = Duration::from_millis(800);
+    opts.store.statement_timeout = Duration::from_secs(10);
+    let timeout = opts.store.busy_timeout;
+    let app = TestApp::start(db.clone(), opts).await;
+    app.create_job(1).await;
+    let mut blocker = db.pg().connect().await;
+    sqlx::raw_sql("BEGIN; SELECT 1 FROM jobs WHERE job_id = 1 FOR UPDATE")
+        .execute(&mut blocker)
+        .await
+        .expect("lock the row");
+    let worker = app.client(WORKER).await;
+    let waits = futures_util::future::join_all((0..12).map(|i| {
+        let mut worker = worker.clone();
+        async move {
+            if i >= 6 {
+                tokio::time::sleep(timeout / 2).await;
+            }
+            let started = tokio::time::Instant::now();
+            let answer = worker
+                .mark_complete(pb::MarkCompleteRequest {
+                    job_id: 1,
+                    request_id: format!("locked-{i}"),
+                    ..Default::default()
+                })
+                .await;
+            (answer.map(drop), started.elapsed())
+        }
+    }))
+    .await;
+    for (answer, waited) in &waits {
+        let status = answer.as_ref().expect_err("the row is locked");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("same request_id"), "{status:?}");
+        assert!(
+            *waited <= timeout + Duration::from_millis(300),
+            "a change waited {waited:?} with a {timeout:?} timeout"
+        );
+    }
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut blocker)
+        .await
+        .expect("release the row");
+    // Once the lock is gone the first queued change commits (the others
+    // repeat it: the same worker marking complete again changes nothing),
+    // and a retry of any of them is answered, never applied twice.
+    let mut worker = worker;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let job = loop {
+        match worker
+            .mark_complete(pb::MarkCompleteRequest {
+                job_id: 1,
+                request_id: "locked-0".into(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(job) => break job.into_inner(),
+            Err(status) if status.code() == Code::Unavailable => {
+                assert!(tokio::time::Instant::now() < deadline, "never recovered");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("unexpected {status:?}"),
+        }
+    };
+    assert_eq!(job.revision, 2, "marked complete once");
+}
+
 async fn a_watch_resumes_on_another_replica_when_its_replica_goes_away() {
     let (mut a, b) = two_replicas(options()).await;
     listening(&a, &b).await;
@@ -625,6 +734,11 @@ pub fn trials() -> Vec<Trial> {
             "replicas::a_stuck_statement_fails_unavailable_after_the_statement_timeout",
             &[Need::Postgres],
             a_stuck_statement_fails_unavailable_after_the_statement_timeout,
+        ),
+        trial(
+            "replicas::queued_changes_fail_within_the_database_timeout",
+            &[Need::Postgres],
+            queued_changes_fail_within_the_database_timeout,
         ),
         trial(
             "replicas::a_watch_resumes_on_another_replica_when_its_replica_goes_away",

@@ -1,6 +1,7 @@
 //! What every integration test crate shares: the test secret and its
-//! tokens, the server's test settings, and a running server's lifecycle
-//! (start on a random port, stop gracefully, a channel to it).
+//! tokens, the server's test settings, a running server's lifecycle (start
+//! on a random port, stop gracefully, a channel to it), calls by channel
+//! and token, and the real binary as a child process.
 //!
 //! Included with `mod common;` by each test crate, which uses only part of
 //! it, so unused items are allowed here.
@@ -8,7 +9,8 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use jobstatus::app::{App, Settings, StartError};
 use jobstatus::auth::{JwtSettings, TokenKind, mint};
@@ -17,6 +19,8 @@ use jobstatus::grpc::pb;
 use jobstatus::grpc::pb::job_admin_service_client::JobAdminServiceClient;
 use jobstatus::grpc::pb::job_service_client::JobServiceClient;
 use jobstatus::storage::StoreOptions;
+use tempfile::TempDir;
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -31,12 +35,7 @@ pub const SERVICE: &str = "platform";
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub fn jwt() -> JwtSettings {
-    JwtSettings {
-        secret: SECRET.as_bytes().to_vec(),
-        issuer: None,
-        audience: None,
-        leeway_secs: 30,
-    }
+    JwtSettings::new(SECRET.as_bytes().to_vec())
 }
 
 pub fn token(sub: &str) -> String {
@@ -69,6 +68,7 @@ pub fn settings(database_url: String) -> Settings {
         watch_buffer: 16,
         serve: ServeOptions::default(),
         shutdown_grace: Duration::from_secs(5),
+        metrics_listen: None,
     }
 }
 
@@ -79,8 +79,27 @@ pub struct Running {
     handle: Option<JoinHandle<Result<(), StartError>>>,
 }
 
+/// The server's logs, shown when `TEST_LOG` is set (e.g. `TEST_LOG=1
+/// cargo test some_test -- --nocapture`; `RUST_LOG` filters them), and
+/// silent otherwise.
+pub fn test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    if std::env::var_os("TEST_LOG").is_none() {
+        return;
+    }
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 impl Running {
     pub fn start(app: App) -> Self {
+        test_log();
         let addr = app.local_addr();
         let (tx, rx) = oneshot::channel();
         let handle = tokio::spawn(app.run(async move {
@@ -193,4 +212,114 @@ pub async fn next<T>(stream: &mut Streaming<T>) -> T {
         .expect("a message in time")
         .expect("stream healthy")
         .expect("stream open")
+}
+
+// ------------------------------------------------------- the real binary
+
+/// The `jobstatus` binary, serving on a free port with `args`, its stderr
+/// collected line by line.
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    pub lines: Arc<std::sync::Mutex<Vec<String>>>,
+    pub dir: TempDir,
+}
+
+impl Process {
+    /// Starts `jobstatus serve` on a free port and a new SQLite file with
+    /// `args`, logging JSON at info, and waits until it accepts.
+    pub async fn start(args: &[&str]) -> Self {
+        let dir = TempDir::new().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("p.db").display());
+        Self::start_on(dir, &url, args).await
+    }
+
+    /// The same, on `database_url`, keeping `dir` for as long as it runs.
+    pub async fn start_on(dir: TempDir, database_url: &str, args: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobstatus"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--database-url")
+            .arg(database_url)
+            .args(args)
+            .env("JOBSTATUS_JWT_SECRET", SECRET)
+            .arg("--log-format")
+            .arg("json")
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = lines.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut reader = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + PATIENCE;
+        while TcpStream::connect(addr).await.is_err() {
+            assert!(Instant::now() < deadline, "the server did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            child,
+            addr,
+            lines,
+            dir,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id().unwrap()).unwrap()
+    }
+
+    pub fn logged(&self, needle: &str) -> Vec<String> {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+
+    /// CPU seconds (user and system) the process has used.
+    pub fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line.
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0
+    }
+
+    pub async fn get_job_code(&self, bearer: &str) -> tonic::Code {
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await;
+        let Ok(channel) = channel else {
+            return tonic::Code::Unavailable;
+        };
+        let mut client = JobServiceClient::new(channel);
+        let call = client.get_job(authed(pb::GetJobRequest { job_id: 1 }, bearer));
+        match tokio::time::timeout(Duration::from_secs(3), call).await {
+            Ok(Ok(_)) => tonic::Code::Ok,
+            Ok(Err(status)) => status.code(),
+            Err(_) => tonic::Code::DeadlineExceeded,
+        }
+    }
 }

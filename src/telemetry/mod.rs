@@ -1,6 +1,8 @@
 //! Logging through tracing: `RUST_LOG`-style filtering, pretty for people
 //! or JSON for log pipelines. Installed once, at start-up.
 
+pub mod metrics;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;

@@ -1,0 +1,320 @@
+//! What the transport tells the metrics about each call and each watch
+//! stream, with the grpc-ecosystem label names (`grpc_service`,
+//! `grpc_method`, `grpc_type`, `grpc_code`). Labels come from a fixed table
+//! of this server's methods, never from the request: an unknown path is
+//! `unknown`, so no client can grow the number of series.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_util::Stream;
+use tonic::{Code, Status};
+
+use super::quota::WatchPermit;
+use crate::error::AppError;
+use crate::telemetry::metrics as m;
+
+/// One method of this server, as its metrics name it.
+#[derive(Debug)]
+pub struct Method {
+    pub service: &'static str,
+    pub method: &'static str,
+    pub kind: &'static str,
+}
+
+const UNARY: &str = "unary";
+const SERVER_STREAM: &str = "server_stream";
+const BIDI_STREAM: &str = "bidi_stream";
+
+macro_rules! methods {
+    ($($service:literal => [$($method:literal: $kind:ident),* $(,)?]),* $(,)?) => {
+        &[$($(Method { service: $service, method: $method, kind: $kind }),*),*]
+    };
+}
+
+static METHODS: &[Method] = methods!(
+    "jobstatus.v1.JobService" => [
+        "GetJob": UNARY, "MarkComplete": UNARY, "ApproveCompletion": UNARY,
+        "RequestChanges": UNARY, "SubmitPaymentProof": UNARY, "ConfirmPayment": UNARY,
+        "WatchJob": SERVER_STREAM, "WatchMyJobs": SERVER_STREAM,
+    ],
+    "jobstatus.v1.JobAdminService" => [
+        "CreateJob": UNARY, "AssignWorker": UNARY, "CancelJob": UNARY, "ConfirmPayment": UNARY,
+    ],
+    "grpc.health.v1.Health" => ["Check": UNARY, "Watch": SERVER_STREAM],
+    "grpc.reflection.v1.ServerReflection" => ["ServerReflectionInfo": BIDI_STREAM],
+    "grpc.reflection.v1alpha.ServerReflection" => ["ServerReflectionInfo": BIDI_STREAM],
+);
+
+static UNKNOWN: Method = Method {
+    service: "unknown",
+    method: "unknown",
+    kind: UNARY,
+};
+
+/// The method a request path (`/package.Service/Method`) names.
+pub fn method_of(path: &str) -> &'static Method {
+    let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
+        return &UNKNOWN;
+    };
+    METHODS
+        .iter()
+        .find(|m| m.service == service && m.method == method)
+        .unwrap_or(&UNKNOWN)
+}
+
+/// The name go-grpc-prometheus and grpc-go give a code.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// One call, from its start to its status. Dropped without a status (the
+/// client went away first), it counts as `Canceled`.
+#[derive(Debug)]
+pub struct RpcTiming {
+    method: &'static Method,
+    started: Instant,
+    finished: bool,
+}
+
+impl RpcTiming {
+    /// Counts the call as started.
+    pub fn start(path: &str) -> Self {
+        let method = method_of(path);
+        metrics::counter!(m::RPC_STARTED,
+            "grpc_service" => method.service, "grpc_method" => method.method, "grpc_type" => method.kind)
+        .increment(1);
+        Self {
+            method,
+            started: Instant::now(),
+            finished: false,
+        }
+    }
+
+    /// Records how the call ended (once; later calls do nothing).
+    pub fn finish(&mut self, code: Code) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        let method = self.method;
+        metrics::counter!(m::RPC_HANDLED,
+            "grpc_service" => method.service, "grpc_method" => method.method,
+            "grpc_type" => method.kind, "grpc_code" => code_name(code))
+        .increment(1);
+        metrics::histogram!(m::RPC_SECONDS,
+            "grpc_service" => method.service, "grpc_method" => method.method, "grpc_type" => method.kind)
+        .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for RpcTiming {
+    fn drop(&mut self) {
+        self.finish(Code::Cancelled);
+    }
+}
+
+/// The request id every call's log lines carry and its response echoes in
+/// `x-request-id`: the caller's own (a proxy's, a client's trace id) when
+/// it sent a sane one, else a new one, so one call can be followed from
+/// the client to the server's log.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// The longest request id taken from a caller.
+const MAX_REQUEST_ID: usize = 128;
+
+impl RequestId {
+    pub const HEADER: &'static str = "x-request-id";
+
+    pub fn of(headers: &http::HeaderMap) -> Self {
+        let given = headers
+            .get(Self::HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() <= MAX_REQUEST_ID
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b))
+            });
+        match given {
+            Some(id) => Self(id.into()),
+            None => Self(format!("{:016x}", rand::random::<u64>()).into()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Echoes the id in a response's head.
+    pub fn echo(&self, headers: &mut http::HeaderMap) {
+        if let Ok(value) = http::HeaderValue::from_str(&self.0) {
+            headers.insert(Self::HEADER, value);
+        }
+    }
+}
+
+/// Why a watch stream ended, for `jobstatus_watch_streams_ended_total`.
+fn end_reason(err: &AppError) -> &'static str {
+    match err {
+        AppError::ShuttingDown { .. } | AppError::ShuttingDownResumeAll => "shutdown",
+        AppError::AccessLost(_) => "access_lost",
+        AppError::Auth(crate::auth::AuthError::Expired) => "token_expired",
+        AppError::Limit(_) => "limit",
+        _ => "error",
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A watch stream as the transport serves it: the domain stream's items
+    /// converted for the wire, counted (messages, events delivered), its
+    /// place in the per-caller limit held for its whole life, and its end
+    /// recorded (terminal, error, or the client going away) with the
+    /// open-streams gauge.
+    pub struct Watched<S, F> {
+        #[pin]
+        inner: S,
+        convert: F,
+        rpc: &'static str,
+        span: tracing::Span,
+        ended: Option<&'static str>,
+        // Held, not read: the stream's place in the per-caller limit.
+        _permit: WatchPermit,
+    }
+
+    impl<S, F> PinnedDrop for Watched<S, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let reason = this.ended.unwrap_or("client_gone");
+            metrics::gauge!(m::WATCHES_OPEN, "rpc" => *this.rpc).decrement(1.0);
+            metrics::counter!(m::WATCHES_ENDED, "rpc" => *this.rpc, "reason" => reason).increment(1);
+        }
+    }
+}
+
+impl<S, F> Watched<S, F> {
+    pub fn new(
+        inner: S,
+        convert: F,
+        rpc: &'static str,
+        span: tracing::Span,
+        permit: WatchPermit,
+    ) -> Self {
+        metrics::gauge!(m::WATCHES_OPEN, "rpc" => rpc).increment(1.0);
+        Self {
+            inner,
+            convert,
+            rpc,
+            span,
+            ended: None,
+            _permit: permit,
+        }
+    }
+}
+
+impl<S, F, I, M> Stream for Watched<S, F>
+where
+    S: Stream<Item = Result<I, AppError>>,
+    F: FnMut(&I) -> (M, bool),
+{
+    type Item = Result<M, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.project();
+        let span: &tracing::Span = this.span;
+        match this.inner.poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(item))) => {
+                let (message, is_event) = (this.convert)(&item);
+                metrics::counter!(m::RPC_MSG_SENT,
+                    "grpc_service" => "jobstatus.v1.JobService", "grpc_method" => *this.rpc,
+                    "grpc_type" => SERVER_STREAM)
+                .increment(1);
+                if is_event {
+                    metrics::counter!(m::EVENTS_DELIVERED, "rpc" => *this.rpc).increment(1);
+                }
+                Poll::Ready(Some(Ok(message)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                *this.ended = Some(end_reason(&err));
+                let status = Status::from(err);
+                tracing::info!(parent: span, code = ?status.code(), message = status.message(), "watch ended");
+                Poll::Ready(Some(Err(status)))
+            }
+            Poll::Ready(None) => {
+                if this.ended.is_none() {
+                    *this.ended = Some("terminal");
+                    tracing::info!(parent: span, "watch ended: the job is finished");
+                }
+                Poll::Ready(None)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_taken_when_sane_and_made_otherwise() {
+        let mut headers = http::HeaderMap::new();
+        let made = RequestId::of(&headers);
+        assert_eq!(made.as_str().len(), 16);
+        assert_ne!(
+            made.as_str(),
+            RequestId::of(&headers).as_str(),
+            "new each time"
+        );
+        headers.insert(
+            "x-request-id",
+            "trace-4bf92f3577b34da6:00f067aa".parse().unwrap(),
+        );
+        assert_eq!(
+            RequestId::of(&headers).as_str(),
+            "trace-4bf92f3577b34da6:00f067aa"
+        );
+        for insane in ["has space", "semi;colon", "<script>", &"a".repeat(129)] {
+            headers.insert("x-request-id", insane.parse().unwrap());
+            assert_ne!(RequestId::of(&headers).as_str(), insane, "{insane}");
+        }
+    }
+
+    #[test]
+    fn paths_map_to_known_methods_or_unknown() {
+        let m = method_of("/jobstatus.v1.JobService/WatchJob");
+        assert_eq!(
+            (m.service, m.method, m.kind),
+            ("jobstatus.v1.JobService", "WatchJob", "server_stream")
+        );
+        let m = method_of("/jobstatus.v1.JobAdminService/ConfirmPayment");
+        assert_eq!(m.kind, "unary");
+        assert_eq!(
+            method_of("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo").kind,
+            "bidi_stream"
+        );
+        for path in ["/x/y", "/jobstatus.v1.JobService/Nope", "", "/", "no-slash"] {
+            assert_eq!(method_of(path).service, "unknown", "{path}");
+        }
+    }
+}
