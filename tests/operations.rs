@@ -19,12 +19,11 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use jobstatus::grpc::pb;
-use jobstatus::grpc::pb::job_admin_service_client::JobAdminServiceClient;
 use jobstatus::grpc::pb::job_service_client::JobServiceClient;
 use jobstatus::grpc::pb::watch_job_response::Kind;
 
 mod common;
-use common::{PATIENCE, Process, authed, service_token, token};
+use common::{PATIENCE, Process, authed, token};
 
 const CLIENT: &str = "client-ops";
 const WORKER: &str = "worker-ops";
@@ -45,18 +44,7 @@ async fn channel(addr: SocketAddr) -> Channel {
 }
 
 async fn create(channel: &Channel, id: i64) {
-    JobAdminServiceClient::new(channel.clone())
-        .create_job(authed(
-            pb::CreateJobRequest {
-                job_id: id,
-                client_id: CLIENT.into(),
-                worker_id: WORKER.into(),
-                request_id: String::new(),
-            },
-            &service_token(),
-        ))
-        .await
-        .unwrap();
+    common::create_job(channel, id, CLIENT, WORKER).await;
 }
 
 // ---------------------------------------------------------------- metrics
@@ -169,50 +157,9 @@ async fn metrics_count_a_known_flow_exactly() {
         1.0
     );
 
-    let worker = token(WORKER);
-    let customer = token(CLIENT);
-    client
-        .mark_complete(authed(
-            pb::MarkCompleteRequest {
-                job_id: 1,
-                ..Default::default()
-            },
-            &worker,
-        ))
-        .await
-        .unwrap();
-    client
-        .approve_completion(authed(
-            pb::ApproveCompletionRequest {
-                job_id: 1,
-                payment_method: pb::PaymentMethod::Cash.into(),
-                ..Default::default()
-            },
-            &customer,
-        ))
-        .await
-        .unwrap();
-    client
-        .submit_payment_proof(authed(
-            pb::SubmitPaymentProofRequest {
-                job_id: 1,
-                proof_ref: "uploads/r.jpg".into(),
-                ..Default::default()
-            },
-            &customer,
-        ))
-        .await
-        .unwrap();
-    client
-        .confirm_payment(authed(
-            pb::ConfirmPaymentRequest {
-                job_id: 1,
-                ..Default::default()
-            },
-            &worker,
-        ))
-        .await
-        .unwrap();
+    for step in Step::ALL {
+        step.send(&mut client, 1).await.unwrap();
+    }
     // The watch sees four events and ends: the job is finished.
     let mut events = 0;
     while let Some(message) = tokio::time::timeout(PATIENCE, watch.message())

@@ -376,24 +376,7 @@ async fn database_outage_is_unavailable_and_not_serving_then_recovers() {
     let timeout = StoreOptions::default().busy_timeout;
     // Two waves: the second arrives while every writer already waits for
     // a connection, which used to cost it that wait and then its own.
-    let waits = futures_util::future::join_all((0..16).map(|i| {
-        let mut worker = worker.clone();
-        async move {
-            if i >= 8 {
-                tokio::time::sleep(timeout / 2).await;
-            }
-            let started = tokio::time::Instant::now();
-            let answer = worker
-                .mark_complete(pb::MarkCompleteRequest {
-                    job_id: 1,
-                    request_id: format!("queued-{i}"),
-                    ..Default::default()
-                })
-                .await;
-            (answer.map(drop), started.elapsed())
-        }
-    }))
-    .await;
+    let waits = two_waves(&worker, "queued", timeout).await;
     for (answer, waited) in &waits {
         let status = answer.as_ref().expect_err("the database is down");
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
@@ -570,6 +553,34 @@ async fn a_stuck_statement_fails_unavailable_after_the_statement_timeout() {
     assert_eq!(job.into_inner().revision, 2);
 }
 
+/// Twelve changes to job 1 in two waves, the second sent while the first
+/// still waits: each one's answer and how long it waited.
+async fn two_waves(
+    worker: &JobClient,
+    prefix: &str,
+    timeout: Duration,
+) -> Vec<(Result<(), tonic::Status>, Duration)> {
+    futures_util::future::join_all((0..12).map(|i| {
+        let mut worker = worker.clone();
+        let request_id = format!("{prefix}-{i}");
+        async move {
+            if i >= 6 {
+                tokio::time::sleep(timeout / 2).await;
+            }
+            let started = tokio::time::Instant::now();
+            let answer = worker
+                .mark_complete(pb::MarkCompleteRequest {
+                    job_id: 1,
+                    request_id,
+                    ..Default::default()
+                })
+                .await;
+            (answer.map(drop), started.elapsed())
+        }
+    }))
+    .await
+}
+
 /// A change waits for the database `--db-timeout-ms` at most in all
 /// (queueing for a writer, a connection, and its statements), whatever the
 /// statement timeout: with the job's row locked by another session, changes
@@ -590,24 +601,7 @@ async fn queued_changes_fail_within_the_database_timeout() {
         .await
         .expect("lock the row");
     let worker = app.client(WORKER).await;
-    let waits = futures_util::future::join_all((0..12).map(|i| {
-        let mut worker = worker.clone();
-        async move {
-            if i >= 6 {
-                tokio::time::sleep(timeout / 2).await;
-            }
-            let started = tokio::time::Instant::now();
-            let answer = worker
-                .mark_complete(pb::MarkCompleteRequest {
-                    job_id: 1,
-                    request_id: format!("locked-{i}"),
-                    ..Default::default()
-                })
-                .await;
-            (answer.map(drop), started.elapsed())
-        }
-    }))
-    .await;
+    let waits = two_waves(&worker, "locked", timeout).await;
     for (answer, waited) in &waits {
         let status = answer.as_ref().expect_err("the row is locked");
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
