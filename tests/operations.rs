@@ -743,10 +743,11 @@ async fn a_sigkill_mid_burst_loses_and_repeats_nothing_acknowledged() {
 
 /// Every call's log line names its peer, its request id (the caller's
 /// `x-request-id`, or a new one), method, job, caller, code and duration,
-/// and the response echoes the request id.
+/// and the response echoes the request id. Refusals are logged at info,
+/// successes at debug.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_are_logged_with_peer_request_id_code_and_duration() {
-    let server = Process::start(&[]).await;
+    let server = Process::start_logging("info,jobstatus::grpc=debug", &[]).await;
     let channel = channel(server.addr).await;
     create(&channel, 7).await;
     let mut client = JobServiceClient::new(channel.clone());
@@ -798,5 +799,18 @@ async fn calls_are_logged_with_peer_request_id_code_and_duration() {
         assert!(line.contains(field), "{field} in {line}");
     }
     let line = denied.iter().find(|l| l.contains("refused")).unwrap();
-    assert!(line.contains("PermissionDenied"), "{line}");
+    for field in [
+        "\"level\":\"INFO\"",
+        "\"method\":\"GetJob\"",
+        "\"caller\":\"stranger\"",
+        "\"peer\":\"127.0.0.1:",
+        "\"code\":\"PermissionDenied\"",
+        "\"micros\":",
+    ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    assert!(
+        ok.iter().any(|l| l.contains("\"level\":\"DEBUG\"")),
+        "{ok:#?}"
+    );
 }

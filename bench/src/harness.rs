@@ -61,6 +61,8 @@ pub struct ServerSpec {
     pub shipped_limits: bool,
     /// More flags for the real server.
     pub extra_args: Vec<String>,
+    /// The servers' RUST_LOG.
+    pub server_log: String,
 }
 
 /// One or more server processes of one target (replicas share the
@@ -201,7 +203,7 @@ impl Server {
                 cmd
             }
         };
-        cmd.env("RUST_LOG", "warn")
+        cmd.env("RUST_LOG", &spec.server_log)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true);

@@ -156,6 +156,10 @@ struct RunArgs {
     /// The HS256 secret (generated when the tool starts the server).
     #[arg(long, env = "JOBSTATUS_JWT_SECRET", hide_env_values = true)]
     jwt_secret: Option<String>,
+    /// The servers' log filter (RUST_LOG): `info` logs a line per call, as a
+    /// production server would; `warn` measures without it.
+    #[arg(long, default_value = "warn")]
+    server_log: String,
     /// Where to write results-<backend>.json and the SVG plots.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -328,6 +332,7 @@ async fn run(mut args: RunArgs) -> ExitCode {
         replicas: args.replicas.max(1),
         shipped_limits: false,
         extra_args: Vec::new(),
+        server_log: args.server_log.clone(),
     };
     let knobs = Knobs {
         connections: args.connections.max(1),

@@ -1,7 +1,7 @@
 //! The two gRPC services: decode and validate, call [`Jobs`], encode. Each
-//! RPC runs in one span that names the method, the job, the caller, the
-//! peer address and the request id, and logs how it ended and how long it
-//! took.
+//! RPC has a [`CallLog`] naming the method, the job, the caller, the peer
+//! address and the request id, and logs how it ended and how long it took
+//! (a refusal at info, a success at debug).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,9 +12,8 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use super::auth::identity;
-use super::connection::Connection;
 use super::convert;
-use super::observe::{RequestId, Watched};
+use super::observe::{CallLog, Watched};
 use super::pb;
 use super::pb::job_admin_service_server::JobAdminService;
 use super::pb::job_service_server::JobService;
@@ -66,26 +65,6 @@ impl JobAdminServiceImpl {
     }
 }
 
-/// The span of one call: its method, job and caller, and who sent it (the
-/// peer address, the request id its response echoes).
-fn rpc_span<T>(
-    name: &'static str,
-    method: &'static str,
-    request: &Request<T>,
-    job_id: Option<i64>,
-    caller: &str,
-) -> tracing::Span {
-    let extensions = request.extensions();
-    let peer = extensions
-        .get::<Arc<Connection>>()
-        .map(|c| tracing::field::display(c.peer()));
-    let request_id = extensions.get::<RequestId>().map(RequestId::as_str);
-    match name {
-        "watch" => tracing::info_span!("watch", method, job_id, caller, peer, request_id),
-        _ => tracing::info_span!("rpc", method, job_id, caller, peer, request_id),
-    }
-}
-
 /// Runs one mutating RPC: authenticate, convert, execute, answer.
 async fn mutate<M>(
     jobs: &Jobs,
@@ -95,8 +74,7 @@ async fn mutate<M>(
     convert: impl FnOnce(domain::Caller, M) -> Result<domain::Request, DomainError>,
 ) -> Result<Response<pb::Job>, Status> {
     let identity = identity(&request)?;
-    let span = rpc_span(
-        "rpc",
+    let log = CallLog::of(
         method,
         &request,
         Some(job_id(request.get_ref())),
@@ -104,28 +82,35 @@ async fn mutate<M>(
     );
     let message = request.into_inner();
     let started = Instant::now();
+    let span = log.span();
     async move {
         let result: Result<Job, AppError> = match convert(identity.caller, message) {
             Ok(req) => jobs.execute(req).await,
             Err(invalid) => Err(invalid.into()),
         };
-        finish(result, started)
+        finish(result, started, &log)
     }
     .instrument(span)
     .await
 }
 
 /// The call's answer, and its one line: how it ended and how long it took.
-fn finish(result: Result<Job, AppError>, started: Instant) -> Result<Response<pb::Job>, Status> {
+/// A successful call's line is at debug: at info, with its span, it cost
+/// about a tenth of a call's CPU (BENCHMARKS.md); refusals stay at info.
+fn finish(
+    result: Result<Job, AppError>,
+    started: Instant,
+    log: &CallLog,
+) -> Result<Response<pb::Job>, Status> {
     let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     match result {
         Ok(job) => {
-            tracing::info!(code = "OK", revision = job.revision, status = %job.status, micros, "ok");
+            tracing::debug!(code = "OK", revision = job.revision, status = %job.status, micros, "ok");
             Ok(Response::new(convert::job(&job)))
         }
         Err(err) => {
             let status = Status::from(err);
-            tracing::info!(code = ?status.code(), message = status.message(), micros, "refused");
+            log.refused(&status, micros);
             Err(status)
         }
     }
@@ -140,8 +125,7 @@ impl JobService for JobServiceImpl {
         request: Request<pb::GetJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let identity = identity(&request)?;
-        let span = rpc_span(
-            "rpc",
+        let log = CallLog::of(
             "GetJob",
             &request,
             Some(request.get_ref().job_id),
@@ -149,12 +133,13 @@ impl JobService for JobServiceImpl {
         );
         let raw = request.into_inner().job_id;
         let started = Instant::now();
+        let span = log.span();
         async move {
             let result = match convert::job_id(raw) {
                 Ok(id) => self.jobs.get(&identity.caller, id).await,
                 Err(invalid) => Err(invalid.into()),
             };
-            finish(result, started)
+            finish(result, started, &log)
         }
         .instrument(span)
         .await
@@ -237,8 +222,7 @@ impl JobService for JobServiceImpl {
         request: Request<pb::WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let identity = identity(&request)?;
-        let span = rpc_span(
-            "watch",
+        let log = CallLog::of(
             "WatchJob",
             &request,
             Some(request.get_ref().job_id),
@@ -248,7 +232,7 @@ impl JobService for JobServiceImpl {
         let id = convert::job_id(message.job_id)?;
         let after = convert::after_revision(message.after_revision)?;
         let permit = self.admit_watch(&identity, "WatchJob")?;
-        tracing::info!(parent: &span, after_revision = after, "watch opened");
+        tracing::debug!(parent: &log.span(), after_revision = after, "watch opened");
         // The stream owns its place in the limit: it is given back when the
         // stream is dropped, however it ends.
         let stream = Watched::new(
@@ -260,7 +244,7 @@ impl JobService for JobServiceImpl {
                 )
             },
             "WatchJob",
-            span,
+            log,
             permit,
         );
         Ok(Response::new(Box::pin(stream)))
@@ -273,11 +257,11 @@ impl JobService for JobServiceImpl {
         request: Request<pb::WatchMyJobsRequest>,
     ) -> Result<Response<Self::WatchMyJobsStream>, Status> {
         let identity = identity(&request)?;
-        let span = rpc_span("watch", "WatchMyJobs", &request, None, identity.caller.id());
+        let log = CallLog::of("WatchMyJobs", &request, None, identity.caller.id());
         let message = request.into_inner();
         let after = crate::my_jobs::resume_map(&message.after_revisions)?;
         let permit = self.admit_watch(&identity, "WatchMyJobs")?;
-        tracing::info!(parent: &span, resumed_jobs = after.len(), "watch opened");
+        tracing::debug!(parent: &log.span(), resumed_jobs = after.len(), "watch opened");
         let stream = Watched::new(
             crate::my_jobs::watch(&self.jobs, identity, after),
             |item: &MyJobsItem| {
@@ -287,7 +271,7 @@ impl JobService for JobServiceImpl {
                 )
             },
             "WatchMyJobs",
-            span,
+            log,
             permit,
         );
         Ok(Response::new(Box::pin(stream)))

@@ -337,3 +337,22 @@ fn answer(
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's table lists every series, so an operator reading it
+    /// sees what the endpoint serves.
+    #[test]
+    fn the_readme_lists_every_series() {
+        let readme = include_str!("../../README.md");
+        let table = &readme[readme.find("## Metrics").unwrap()..];
+        for (name, _) in SERIES {
+            assert!(
+                table.contains(&format!("`{name}`")),
+                "{name} is not in the README"
+            );
+        }
+    }
+}

@@ -229,13 +229,22 @@ impl Process {
     /// Starts `jobstatus serve` on a free port and a new SQLite file with
     /// `args`, logging JSON at info, and waits until it accepts.
     pub async fn start(args: &[&str]) -> Self {
+        Self::start_logging("info", args).await
+    }
+
+    /// The same with `RUST_LOG=filter`.
+    pub async fn start_logging(filter: &str, args: &[&str]) -> Self {
         let dir = TempDir::new().unwrap();
         let url = format!("sqlite://{}", dir.path().join("p.db").display());
-        Self::start_on(dir, &url, args).await
+        Self::launch(dir, &url, filter, args).await
     }
 
     /// The same, on `database_url`, keeping `dir` for as long as it runs.
     pub async fn start_on(dir: TempDir, database_url: &str, args: &[&str]) -> Self {
+        Self::launch(dir, database_url, "info", args).await
+    }
+
+    async fn launch(dir: TempDir, database_url: &str, filter: &str, args: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -252,7 +261,7 @@ impl Process {
             .env("JOBSTATUS_JWT_SECRET", SECRET)
             .arg("--log-format")
             .arg("json")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
