@@ -228,21 +228,15 @@ impl CallLog {
 
     /// How a refused call ended: one line at info, whatever the span's level.
     pub fn refused(&self, status: &Status, micros: u64) {
-        tracing::info!(
-            method = self.method,
-            job_id = self.job_id,
-            caller = &*self.caller,
-            peer = self.peer.map(tracing::field::display),
-            request_id = self.request_id(),
-            code = ?status.code(),
-            message = status.message(),
-            micros,
-            "refused"
-        );
+        self.at_info(status, Some(micros), "refused");
     }
 
     /// A watch that ended on an error: one line at info.
     pub fn watch_ended(&self, status: &Status) {
+        self.at_info(status, None, "watch ended");
+    }
+
+    fn at_info(&self, status: &Status, micros: Option<u64>, what: &'static str) {
         tracing::info!(
             method = self.method,
             job_id = self.job_id,
@@ -250,8 +244,9 @@ impl CallLog {
             peer = self.peer.map(tracing::field::display),
             request_id = self.request_id(),
             code = ?status.code(),
-            message = status.message(),
-            "watch ended"
+            status_message = status.message(),
+            micros,
+            "{what}"
         );
     }
 }
