@@ -137,6 +137,10 @@ pub struct ServeArgs {
     /// start the demo over (SQLite only). An action, so no variable.
     #[arg(long, requires = "dev")]
     pub reset: bool,
+    /// With --dev: the demo page the printed sign-in links open (where
+    /// `npm run dev` serves web/, or wherever you host its build).
+    #[arg(long, env = "JOBSTATUS_DEV_PAGE_URL", default_value = crate::dev::DEMO_PAGE, value_parser = crate::dev::parse_page_url)]
+    pub dev_page_url: String,
     /// Seconds between heartbeats on idle watch streams.
     #[arg(long, env = "JOBSTATUS_HEARTBEAT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat_secs: u64,

@@ -23,8 +23,27 @@ pub const DEMO_CLIENT: &str = "client-alice";
 pub const DEMO_WORKER: &str = "worker-bob";
 pub const DEMO_STRANGER: &str = "stranger-eve";
 pub const DEMO_SERVICE: &str = "platform";
-/// Where `npm run dev` serves the demo page.
+/// Where `npm run dev` serves the demo page (`--dev-page-url` changes it).
 pub const DEMO_PAGE: &str = "http://localhost:5173/";
+
+/// Checks `--dev-page-url`: an http(s) address without a query or fragment
+/// (the sign-in links add their own).
+pub fn parse_page_url(raw: &str) -> Result<String, String> {
+    let url = raw.trim();
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{raw:?}: expected an http:// or https:// address"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("{raw:?}: the address has no host"));
+    }
+    if url.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "{raw:?}: no query, fragment or spaces; the sign-in links add api=, job= and token="
+        ));
+    }
+    Ok(url.to_owned())
+}
 
 /// A random 256-bit secret, hex encoded.
 pub fn generate_secret() -> String {
@@ -160,6 +179,7 @@ pub async fn prepare(
     secret: &SecretSource,
     addr: SocketAddr,
     tls: bool,
+    page_url: &str,
 ) -> Result<(), AppError> {
     let job = demo_job(jobs).await?;
     let token =
@@ -187,7 +207,7 @@ pub async fn prepare(
         ),
     };
     let page =
-        |token: &str| format!("{DEMO_PAGE}?api={scheme}://{addr}&job={DEMO_JOB}&token={token}");
+        |token: &str| format!("{page_url}?api={scheme}://{addr}&job={DEMO_JOB}&token={token}");
     println!(
         "\njobstatus --dev on {addr}: demo job {DEMO_JOB} (client {DEMO_CLIENT}, worker {DEMO_WORKER}) is {status} at revision {revision}\n\
          tokens (valid 12h, {kept}):\n\
@@ -197,6 +217,8 @@ pub async fn prepare(
          export SERVICE_TOKEN={admin}\n\
          try:\n  {grpcurl} {addr} list\n  \
          {grpcurl} -H \"authorization: Bearer $CLIENT_TOKEN\" -d '{{\"job_id\": {DEMO_JOB}}}' {addr} jobstatus.v1.JobService/WatchJob\n\
+         as the payment service, once the client approved with GCASH:\n  \
+         {grpcurl} -H \"authorization: Bearer $SERVICE_TOKEN\" -d '{{\"job_id\": {DEMO_JOB}}}' {addr} jobstatus.v1.JobAdminService/ConfirmPayment\n\
          demo page: (cd web && npm ci && npm run dev), then sign in by opening\n  \
          as the client: {client_link}\n  \
          as the worker: {worker_link}\n",
@@ -211,6 +233,25 @@ pub async fn prepare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_urls_are_plain_http_addresses() {
+        assert_eq!(parse_page_url(DEMO_PAGE).unwrap(), DEMO_PAGE);
+        assert_eq!(
+            parse_page_url(" https://demo.example.com/jobs/ ").unwrap(),
+            "https://demo.example.com/jobs/"
+        );
+        for bad in [
+            "localhost:5173",
+            "ftp://x/",
+            "http://",
+            "http:///path",
+            "http://x/?job=1",
+            "http://x/#top",
+        ] {
+            assert!(parse_page_url(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn the_secret_lives_beside_the_sqlite_file() {

@@ -175,6 +175,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             &secret_source,
             app.local_addr(),
             speaks_tls,
+            &args.dev_page_url,
         )
         .await
     {

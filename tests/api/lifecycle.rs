@@ -434,7 +434,8 @@ async fn get_job_as(addr: &str, token: &str) -> Result<pb::Job, tonic::Status> {
 /// `--dev` keeps its secret beside the demo database (mode 0600), so tokens
 /// printed by one run still work after a restart; the start-up line tells
 /// the demo job's real state; the sign-in links carry each role's token;
-/// `--dev --reset` starts over with a new secret and a new demo job.
+/// `--dev --reset` starts over with a new secret and a new demo job;
+/// `--dev-page-url` moves the links.
 async fn serve_dev_survives_restarts_and_resets_on_request() {
     let dir = tempfile::TempDir::new().expect("temp dir");
     let db = dir.path().join("demo.db");
@@ -497,10 +498,21 @@ async fn serve_dev_survives_restarts_and_resets_on_request() {
     second.kill().await.expect("stop");
 
     // Reset: a new demo and a new secret; the old tokens are refused.
-    let (mut third, addr, lines) = serve_dev(&db, &["--reset"]).await;
+    // The links open wherever --dev-page-url says the page is hosted.
+    let (mut third, addr, lines) = serve_dev(
+        &db,
+        &["--reset", "--dev-page-url", "http://127.0.0.1:8080/jobs/"],
+    )
+    .await;
     let text = lines.join("\n");
     assert!(text.contains("is in_progress at revision 1"), "{text}");
     assert!(text.contains("a new secret kept in"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "as the client: http://127.0.0.1:8080/jobs/?api=http://{addr}&job=1&token="
+        )),
+        "{text}"
+    );
     let refused = get_job_as(&addr, &client)
         .await
         .expect_err("old token refused");
