@@ -489,18 +489,27 @@ async fn watch_my_jobs_looks_up_resumed_jobs_beyond_its_listing(backend: Backend
         .map(|id| {
             let mut admin = admin.clone();
             async move {
-                admin
-                    .create_job(pb::CreateJobRequest {
-                        job_id: id,
-                        client_id: CLIENT.into(),
-                        worker_id: WORKER.into(),
-                        request_id: String::new(),
-                    })
-                    .await
-                    .expect("create")
+                // As the UNAVAILABLE message asks: on a busy machine a
+                // write may outlast --db-timeout-ms; the same request_id
+                // makes the retry safe.
+                for _ in 0..5 {
+                    match admin
+                        .create_job(pb::CreateJobRequest {
+                            job_id: id,
+                            client_id: CLIENT.into(),
+                            worker_id: WORKER.into(),
+                            request_id: format!("listing-{id}"),
+                        })
+                        .await
+                    {
+                        Err(e) if e.code() == Code::Unavailable => continue,
+                        answer => return answer.expect("create"),
+                    }
+                }
+                panic!("job {id}: still unavailable after 5 attempts")
             }
         })
-        .buffer_unordered(64)
+        .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await;
     app.create_job_with(60_000, STRANGER, OTHER_WORKER).await;

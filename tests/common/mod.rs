@@ -157,19 +157,28 @@ pub fn authed<T>(message: T, token: &str) -> Request<T> {
 
 /// Creates a job as the platform would (a service token).
 pub async fn create_job(channel: &Channel, id: i64, client: &str, worker: &str) -> pb::Job {
-    JobAdminServiceClient::new(channel.clone())
-        .create_job(authed(
-            pb::CreateJobRequest {
-                job_id: id,
-                client_id: client.into(),
-                worker_id: worker.into(),
-                request_id: String::new(),
-            },
-            &service_token(),
-        ))
-        .await
-        .expect("create job")
-        .into_inner()
+    // One request id for every attempt: a retry after UNAVAILABLE (a write
+    // that outlasted --db-timeout-ms on a busy machine) is then safe, as
+    // the status message tells clients.
+    let request_id = format!("create-{id}-{}", rand::random::<u64>());
+    let mut attempts = 0;
+    loop {
+        let answer = JobAdminServiceClient::new(channel.clone())
+            .create_job(authed(
+                pb::CreateJobRequest {
+                    job_id: id,
+                    client_id: client.into(),
+                    worker_id: worker.into(),
+                    request_id: request_id.clone(),
+                },
+                &service_token(),
+            ))
+            .await;
+        match answer {
+            Err(e) if e.code() == tonic::Code::Unavailable && attempts < 4 => attempts += 1,
+            answer => return answer.expect("create job").into_inner(),
+        }
+    }
 }
 
 /// Assigns (or replaces) a job's worker (a service token).
