@@ -2,7 +2,7 @@
 // port, the built demo page served from a different origin, Debian's
 // Chromium driven by playwright-core (never a downloaded browser).
 import { execFileSync, spawn } from "node:child_process";
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, statSync } from "node:fs";
+import { createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, statSync } from "node:fs";
 import { createServer } from "node:http";
 import { connect, createServer as createTcpServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -57,43 +57,73 @@ function portOpen(port) {
   });
 }
 
-export function token(sub, { service = false } = {}) {
-  const args = ["token", "--sub", sub, "--jwt-secret", SECRET];
+export function token(sub, { service = false, secret = SECRET } = {}) {
+  const args = ["token", "--sub", sub, "--jwt-secret", secret];
   if (service) args.push("--service");
   return execFileSync(BIN, args, { encoding: "utf8" }).trim();
 }
 
-/** The jobstatus server as a child process; restartable on the same port and database. */
+/**
+ * The jobstatus server as a child process; restartable on the same port and
+ * database. With `dev`, it runs as a new user would (`serve --dev`, its
+ * secret kept beside the database) and `printed` holds what it printed:
+ * the tokens and the sign-in links.
+ */
 export class JobstatusServer {
-  constructor({ port, database, corsOrigins, tls, heartbeatSecs = 2 }) {
-    Object.assign(this, { port, database, corsOrigins, tls, heartbeatSecs });
+  constructor({ port, database, corsOrigins = [], tls, heartbeatSecs = 2, dev = false, pageUrl }) {
+    Object.assign(this, { port, database, corsOrigins, tls, heartbeatSecs, dev, pageUrl });
     this.scheme = tls ? "https" : "http";
     this.host = tls ? "localhost" : "127.0.0.1";
     this.url = `${this.scheme}://${this.host}:${port}`;
     this.log = join(RESULTS, `server-${port}.log`);
   }
 
-  async start() {
-    if (!existsSync(BIN)) throw new Error(`no server binary at ${BIN}: run cargo build first`);
+  args() {
     const args = [
       "serve",
       "--listen", `127.0.0.1:${this.port}`,
       "--database-url", `sqlite://${this.database}`,
-      "--jwt-secret", SECRET,
       "--heartbeat-secs", String(this.heartbeatSecs),
       "--shutdown-grace-secs", "2",
     ];
+    if (this.dev) {
+      args.push("--dev", "--metrics-listen", "127.0.0.1:0");
+      if (this.pageUrl) args.push("--dev-page-url", this.pageUrl);
+    } else {
+      args.push("--jwt-secret", SECRET);
+    }
     for (const origin of this.corsOrigins) args.push("--cors-origin", origin);
     if (this.tls) args.push("--tls-cert", this.tls.cert, "--tls-key", this.tls.key);
+    return args;
+  }
+
+  async start() {
+    if (!existsSync(BIN)) throw new Error(`no server binary at ${BIN}: run cargo build first`);
     const out = openSync(this.log, "a");
-    this.child = spawn(BIN, args, { stdio: ["ignore", out, out], env: { ...process.env, RUST_LOG: "info" } });
+    const offset = statSync(this.log).size;
+    const env = { ...process.env, RUST_LOG: "info" };
+    delete env.JOBSTATUS_JWT_SECRET;
+    this.child = spawn(BIN, this.args(), { stdio: ["ignore", out, out], env });
     this.exited = new Promise((done) => this.child.once("exit", done));
     const deadline = Date.now() + 20_000;
-    while (!(await portOpen(this.port))) {
+    const ready = async () => (await portOpen(this.port)) && (!this.dev || this.readPrinted(offset));
+    while (!(await ready())) {
       if (this.child.exitCode !== null) throw new Error(`server exited; see ${this.log}`);
-      if (Date.now() > deadline) throw new Error(`server did not listen; see ${this.log}`);
+      if (Date.now() > deadline) throw new Error(`server did not start; see ${this.log}`);
       await new Promise((r) => setTimeout(r, 50));
     }
+  }
+
+  /** Parses what `--dev` printed since `offset`; false until it is all there. */
+  readPrinted(offset) {
+    const text = readFileSync(this.log, "utf8").slice(offset);
+    const links = {};
+    for (const [, role, link] of text.matchAll(/as the (client|worker): (\S+)/g)) links[role] = link;
+    if (!links.worker) return false;
+    const tokens = {};
+    for (const [, name, value] of text.matchAll(/export (\w+)_TOKEN=(\S+)/g)) tokens[name.toLowerCase()] = value;
+    this.printed = { links, tokens };
+    return true;
   }
 
   async stop() {
@@ -116,10 +146,18 @@ export const bearer = (t) => ({ headers: { authorization: `Bearer ${t}` } });
 
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css" };
 
-/** Serves `dir` (the built page) on 127.0.0.1:port: an origin of its own. */
-export function servePage(dir, port) {
+/**
+ * Serves `dir` (the built page) on 127.0.0.1:port: an origin of its own.
+ * `files` replaces or adds files by path (e.g. an embedder's `/config.js`).
+ */
+export function servePage(dir, port, files = {}) {
   const server = createServer((req, res) => {
     const path = new URL(req.url, "http://x").pathname;
+    if (path in files) {
+      res.writeHead(200, { "content-type": TYPES[extname(path)] ?? "text/html", "cache-control": "no-store" });
+      res.end(files[path]);
+      return;
+    }
     let file = join(dir, path === "/" ? "index.html" : path);
     if (!file.startsWith(dir) || !existsSync(file) || !statSync(file).isFile()) {
       file = join(dir, "index.html");

@@ -1,364 +1,717 @@
 /**
- * The job details page, on the reconnecting client:
- * the caller's jobs live through WatchMyJobs, the open job live through
- * WatchJob, actions through unary calls. Every state shown comes from the
- * server's stream, so two browsers always agree; errors are shown in the
- * page (never `alert()`).
+ * The job details page: the signed-in user's jobs (WatchMyJobs), the open
+ * job (WatchJob) and the one action their role allows now (unary calls),
+ * on the reconnecting client. What it says comes from `view.ts`, who is
+ * signed in from `session.ts`, the indicator from `connection.ts`; this
+ * file owns the DOM and the wiring.
  *
- * URL parameters (all optional; the form sets them too):
- *   api=http://localhost:50051   the jobstatus server (grpc-web)
- *   token=<JWT>                  the user's token
- *   job=1                        open this job's details at once
+ * Must never show a state the server has not sent, act while not live,
+ * keep a token in the address bar, or call a token "signed in" before the
+ * server accepted it.
+ *
+ * Address parameters (all optional): `api=` the jobstatus server,
+ * `job=` the job to open, `token=` a sign-in link's token (read once and
+ * removed). An embedding application sets `window.jobstatusConfig`
+ * (see `public/config.js`), posts `{ type: "jobstatus:sign-in", token }`,
+ * or calls `window.jobstatus.signIn(token)`.
  */
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 
 import {
-  JobStatus,
   PaymentMethod,
   createJobServiceClient,
   createJobStatusTransport,
+  resolveToken,
   watchJob,
   watchMyJobs,
   type Job,
+  type JobEvent,
   type JobServiceClient,
+  type TokenSource,
   type WatchHandle,
   type WatchStatus,
 } from "../client/index.js";
+import {
+  CONNECTION_WORDS,
+  combine,
+  isNetworkFailure,
+  offlineReason,
+  serverAnswers,
+  type ConnectionState,
+} from "./connection.js";
+import { embedMessage, parseToken, subjectOf, takeTokenFromUrl, type PageConfig } from "./session.js";
+import { STATE_WORDS, defaultFormatTime, describeEvent, roleOf, viewJob, type Action } from "./view.js";
 
-const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+declare global {
+  interface Window {
+    jobstatusConfig?: PageConfig;
+    jobstatus?: { signIn(token: string): void; signOut(): void };
+  }
+}
 
-const params = new URLSearchParams(location.search);
-let api = params.get("api") ?? `${location.protocol}//${location.hostname}:50051`;
-let token = params.get("token") ?? "";
-let openJobId: bigint | undefined = params.get("job") ? BigInt(params.get("job")!) : undefined;
+const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 
-let client: JobServiceClient;
+/** Where a pasted or linked token is kept: this tab only, until it closes. */
+const STORED_TOKEN = "jobstatus.token";
+const STORED_API = "jobstatus.api";
+const MAX_PROOF_CHARS = 2048;
+const MAX_REASON_CHARS = 2000;
+
+const config: PageConfig = window.jobstatusConfig ?? {};
+const embedded = window.parent !== window && Boolean(config.tokenOrigin);
+
+let api = "";
+let token: TokenSource | undefined;
+/** The token's subject: who the page shows the jobs of. */
+let me = "";
+/** The server accepted the token (a watch went live with it). */
+let accepted = false;
+let client: JobServiceClient | undefined;
 let listWatch: WatchHandle | undefined;
 let jobWatch: WatchHandle | undefined;
+let listStatus: WatchStatus | undefined;
+let jobStatus: WatchStatus | undefined;
 let jobs = new Map<bigint, Job>();
+let openJobId: bigint | undefined;
 let current: Job | undefined;
+let jobProblem: { kind: "denied" | "failed"; message: string } | undefined;
 let busy = false;
+let connection: ConnectionState = "signed-out";
+let signedOutReason = "";
+/** The action area is rebuilt only when its action changes, so typed text survives updates. */
+let actionKey = "";
+/** While the job watch is cut off: the revision it had and the changes replayed since. */
+let lost: { revision: bigint; missed: JobEvent[]; resynced: boolean } | undefined;
+let probe: { key: string; answers?: boolean } | undefined;
+/** An action started from the keyboard or a click in the action area: keep focus near it. */
+let refocus = false;
 
-/** The token's subject, for choosing the client's or the worker's view. */
-function subject(jwt: string): string {
-  try {
-    const payload = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    return String(JSON.parse(atob(payload)).sub ?? "");
-  } catch {
-    return "";
+// ---- start-up ---------------------------------------------------------
+
+function start() {
+  const params = new URLSearchParams(location.search);
+  api = config.api ?? params.get("api") ?? sessionStorage.getItem(STORED_API) ?? defaultApi();
+  const job = params.get("job") ?? (config.job !== undefined ? String(config.job) : null);
+  openJobId = parseJobId(job);
+
+  const { token: linked, cleaned } = takeTokenFromUrl(location.href);
+  if (cleaned !== location.href) history.replaceState(null, "", cleaned);
+
+  $("sign-out").addEventListener("click", () => signOut());
+  $<HTMLFormElement>("sign-in-form").addEventListener("submit", onSignInForm);
+  if (config.tokenOrigin) window.addEventListener("message", onEmbedMessage);
+  window.jobstatus = {
+    signIn: (raw) => {
+      const parsed = parseToken(raw);
+      if (parsed.ok) void signIn(parsed.token, { remember: false });
+    },
+    signOut: () => signOut(),
+  };
+
+  if (config.getToken) {
+    void signIn(config.getToken, { remember: false });
+  } else if (linked) {
+    const parsed = parseToken(linked);
+    if (parsed.ok) void signIn(parsed.token, { remember: true });
+    else showSignIn(`The sign-in link's token is not usable: ${parsed.problem}`);
+  } else if (sessionStorage.getItem(STORED_TOKEN)) {
+    void signIn(sessionStorage.getItem(STORED_TOKEN) ?? "", { remember: true });
+  } else {
+    showSignIn("");
   }
+  if (embedded) tellParent({ type: "jobstatus:ready" });
 }
 
-const STATUS_TEXT: Record<JobStatus, string> = {
-  [JobStatus.UNSPECIFIED]: "Unknown",
-  [JobStatus.OPEN]: "Open",
-  [JobStatus.IN_PROGRESS]: "In progress",
-  [JobStatus.AWAITING_CLIENT_APPROVAL]: "Awaiting client approval",
-  [JobStatus.AWAITING_PAYMENT]: "Awaiting payment",
-  [JobStatus.COMPLETED]: "Completed",
-  [JobStatus.CANCELLED]: "Cancelled",
-};
-
-const STATE_TEXT: Record<WatchStatus["state"], string> = {
-  connecting: "connecting…",
-  live: "live",
-  reconnecting: "reconnecting…",
-  denied: "access denied",
-  unauthenticated: "signed out",
-  failed: "error",
-  ended: "final",
-  cancelled: "closed",
-};
-
-function showError(message: string | undefined) {
-  const box = $<HTMLDivElement>("error");
-  box.hidden = !message;
-  box.textContent = message ?? "";
+function defaultApi(): string {
+  return `${location.protocol}//${location.hostname}:50051`;
 }
 
-function describe(error: unknown): string {
-  const e = ConnectError.from(error);
-  return e.rawMessage || e.message;
+function parseJobId(text: string | null | undefined): bigint | undefined {
+  if (!text || !/^[0-9]{1,18}$/.test(text)) return undefined;
+  const id = BigInt(text);
+  return id > 0n ? id : undefined;
 }
 
-let connectionTrouble = false;
+// ---- signing in and out ----------------------------------------------
 
-/** After a few failed attempts in a row, say why instead of just spinning. */
-function reportTrouble(status: WatchStatus) {
-  if (status.state === "reconnecting" && status.attempt >= 3) {
-    connectionTrouble = true;
-    showError(
-      `Cannot reach the server at ${api} (${describe(status.error)}); retrying. ` +
-        `If this persists, check the address and that this page's origin (${location.origin}) is allowed (--cors-origin).`,
-    );
-  } else if (status.state === "live" && connectionTrouble) {
-    connectionTrouble = false;
-    showError(undefined);
+function showSignIn(problem: string) {
+  stopWatching();
+  token = undefined;
+  accepted = false;
+  $("workspace").hidden = true;
+  $("account").hidden = true;
+  if (config.getToken || embedded) {
+    // The application owns identity: no form, just what happened.
+    $("sign-in").hidden = true;
+    showBanner(problem || "Waiting for the application to sign you in.", "attention");
+  } else {
+    $("sign-in").hidden = false;
+    $<HTMLInputElement>("api").value = api;
+    $("sign-in-error").textContent = problem;
+    showBanner("");
   }
+  setConnection();
 }
 
-function indicate(element: HTMLElement, status: WatchStatus) {
-  reportTrouble(status);
-  element.dataset.state = status.state;
-  element.textContent = STATE_TEXT[status.state];
-  if (status.state === "reconnecting" && status.retryInMs !== undefined) {
-    element.title = `attempt ${status.attempt}, next in ${Math.round(status.retryInMs)} ms`;
-  }
-}
-
-function connect() {
-  listWatch?.cancel();
-  jobWatch?.cancel();
-  showError(undefined);
-  jobs = new Map();
-  renderList();
-  client = createJobServiceClient(createJobStatusTransport(api));
-  $("who").textContent = token ? `signed in as ${subject(token) || "?"}` : "";
-  if (!token) {
-    showError("Paste a token to connect.");
+function onSignInForm(e: SubmitEvent) {
+  e.preventDefault();
+  const parsed = parseToken($<HTMLTextAreaElement>("token").value);
+  const address = $<HTMLInputElement>("api").value.trim().replace(/\/+$/, "");
+  if (!/^https?:\/\/[^/?#\s]+$/.test(address)) {
+    $("sign-in-error").textContent = "The server address must look like https://jobs.example.com or http://localhost:50051.";
     return;
   }
+  if (!parsed.ok) {
+    $("sign-in-error").textContent = parsed.problem;
+    return;
+  }
+  api = address;
+  sessionStorage.setItem(STORED_API, api);
+  const url = new URL(location.href);
+  url.searchParams.set("api", api);
+  history.replaceState(null, "", url);
+  $<HTMLTextAreaElement>("token").value = "";
+  void signIn(parsed.token, { remember: true });
+}
+
+function onEmbedMessage(e: MessageEvent) {
+  if (e.origin !== config.tokenOrigin) return;
+  const message = embedMessage(e.data);
+  if (message?.type === "jobstatus:sign-in") {
+    const parsed = parseToken(message.token);
+    if (parsed.ok) void signIn(parsed.token, { remember: false });
+    else tellParent({ type: "jobstatus:signed-out", reason: parsed.problem });
+  } else if (message?.type === "jobstatus:sign-out") {
+    signOut();
+  }
+}
+
+function tellParent(message: Record<string, string>) {
+  if (embedded && config.tokenOrigin) window.parent.postMessage(message, config.tokenOrigin);
+}
+
+async function signIn(source: TokenSource, { remember }: { remember: boolean }) {
+  stopWatching();
+  let first: string;
+  try {
+    first = await resolveToken(source);
+  } catch (error) {
+    showSignIn(`Could not get a token from the application: ${String(error)}`);
+    return;
+  }
+  token = source;
+  me = subjectOf(first);
+  accepted = false;
+  signedOutReason = "";
+  jobs = new Map();
+  client = createJobServiceClient(createJobStatusTransport(api));
+  $("sign-in").hidden = true;
+  $("sign-in-error").textContent = "";
+  $("workspace").hidden = false;
+  $("account").hidden = true;
+  showBanner("");
+
+  const onAccepted = () => {
+    if (accepted) return;
+    accepted = true;
+    if (remember && typeof source === "string") {
+      sessionStorage.setItem(STORED_TOKEN, source);
+      sessionStorage.setItem(STORED_API, api);
+    }
+    $("who").textContent = `Signed in as ${me}`;
+    $("sign-out").hidden = Boolean(config.getToken);
+    $("account").hidden = false;
+  };
   listWatch = watchMyJobs({
     client,
-    token,
+    token: source,
     onUpdate: (latest) => {
       jobs = new Map(latest);
       renderList();
     },
     onStatus: (status) => {
-      indicate($("connection"), status);
-      if (status.state === "unauthenticated") {
-        showError(`Your token was refused: ${describe(status.error)}. Sign in again.`);
-      }
+      listStatus = status;
+      if (status.state === "live") onAccepted();
+      if (status.state === "unauthenticated") refused(status.error);
+      else update();
     },
   });
-  if (openJobId !== undefined) openJob(openJobId);
+  if (openJobId !== undefined) openJob(openJobId, { onAccepted });
+  update();
+}
+
+/** The server refused the token: back to signed out, saying why. */
+function refused(error: ConnectError | undefined) {
+  const why = error?.rawMessage || "the token was refused";
+  sessionStorage.removeItem(STORED_TOKEN);
+  signedOutReason = accepted ? `You were signed out: ${why}.` : `The server refused this token: ${why}.`;
+  tellParent({ type: "jobstatus:signed-out", reason: why });
+  showSignIn(`${signedOutReason} Sign in again.`);
+}
+
+function signOut() {
+  sessionStorage.removeItem(STORED_TOKEN);
+  tellParent({ type: "jobstatus:signed-out", reason: "signed out" });
+  showSignIn("");
+}
+
+function stopWatching() {
+  listWatch?.cancel();
+  jobWatch?.cancel();
+  listWatch = jobWatch = undefined;
+  listStatus = jobStatus = undefined;
+  current = undefined;
+  jobProblem = undefined;
+  lost = undefined;
+  actionKey = "";
+}
+
+// ---- watching ---------------------------------------------------------
+
+function openJob(id: bigint, { onAccepted }: { onAccepted?: () => void } = {}) {
+  if (!client || !token) return;
+  jobWatch?.cancel();
+  jobStatus = undefined;
+  openJobId = id;
+  current = undefined;
+  jobProblem = undefined;
+  lost = undefined;
+  actionKey = "";
+  $("job-action-error").textContent = "";
+  $("job-caught-up").hidden = true;
+  const url = new URL(location.href);
+  url.searchParams.set("job", id.toString());
+  history.replaceState(null, "", url);
+  jobWatch = watchJob(id, {
+    client,
+    token,
+    onUpdate: (job, change) => {
+      if (lost) {
+        if (change.event) lost.missed.push(change.event);
+        else lost.resynced = true;
+      }
+      current = job;
+      if (!lost) $("job-caught-up").hidden = true;
+      update();
+    },
+    onStatus: (status) => {
+      jobStatus = status;
+      switch (status.state) {
+        case "live":
+          onAccepted?.();
+          caughtUp();
+          break;
+        case "ended":
+          caughtUp();
+          break;
+        case "reconnecting":
+          if (!lost && current) lost = { revision: current.revision, missed: [], resynced: false };
+          break;
+        case "denied":
+          jobProblem = {
+            kind: "denied",
+            message: "Only this job's client and its assigned worker can see it.",
+          };
+          break;
+        case "failed":
+          jobProblem = { kind: "failed", message: status.error?.rawMessage ?? "The server refused the request." };
+          break;
+        case "unauthenticated":
+          refused(status.error);
+          return;
+        default:
+          break;
+      }
+      update();
+    },
+  });
+  update();
+}
+
+/** Back after a cut: say what changed meanwhile, and only if something did. */
+function caughtUp() {
+  const was = lost;
+  lost = undefined;
+  const notice = $("job-caught-up");
+  if (!was || !current || current.revision === was.revision) {
+    notice.hidden = true;
+    return;
+  }
+  const what = was.missed.map((event) => describeEvent(event, me));
+  notice.textContent =
+    what.length > 0 && !was.resynced
+      ? `Back online. While you were away, ${what.join("; then ")}.`
+      : "Back online. This job changed while you were away; it is shown as it is now.";
+  notice.hidden = false;
+}
+
+// ---- rendering --------------------------------------------------------
+
+function update() {
+  setConnection();
+  renderList();
+  renderJob();
+}
+
+function setConnection() {
+  connection = token ? combine([listStatus, jobStatus]) : "signed-out";
+  const indicator = $("connection");
+  indicator.dataset.state = connection;
+  $("connection-text").textContent = CONNECTION_WORDS[connection];
+  const retrying = [listStatus, jobStatus].find((s) => s?.state === "reconnecting");
+  indicator.title = retrying?.retryInMs !== undefined ? `Next attempt in ${Math.ceil(retrying.retryInMs / 1000)} s` : "";
+  if (connection === "offline") {
+    const error = retrying?.error;
+    const key = `${error?.code}:${retrying?.attempt}`;
+    if (isNetworkFailure(error) && probe?.key !== key) {
+      const asked = { key } as { key: string; answers?: boolean };
+      probe = asked;
+      void serverAnswers(api).then((answers) => {
+        asked.answers = answers;
+        if (probe === asked) setConnection();
+      });
+    }
+    showBanner(offlineReason(api, location.origin, error, probe?.key === key ? probe.answers : undefined));
+  } else if (token) {
+    showBanner("");
+  }
+}
+
+function showBanner(text: string, tone: "danger" | "attention" = "danger") {
+  const banner = $("connection-detail");
+  banner.textContent = text;
+  banner.dataset.tone = tone;
+  banner.hidden = !text;
 }
 
 function renderList() {
   const list = $<HTMLUListElement>("job-list");
-  list.replaceChildren();
   const sorted = [...jobs.values()].sort((a, b) => (a.jobId < b.jobId ? -1 : 1));
-  $("my-jobs-empty").hidden = sorted.length > 0;
-  for (const job of sorted) {
-    const item = document.createElement("li");
-    const button = document.createElement("button");
-    button.type = "button";
-    button.dataset.jobId = job.jobId.toString();
-    button.textContent = `Job #${job.jobId} — ${STATUS_TEXT[job.status]}`;
-    button.setAttribute("aria-current", String(job.jobId === openJobId));
-    button.addEventListener("click", () => openJob(job.jobId));
-    item.append(button);
-    list.append(item);
+  $("my-jobs-empty").hidden = sorted.length > 0 || listStatus?.state !== "live";
+  const existing = [...list.querySelectorAll<HTMLAnchorElement>("a[data-job-id]")];
+  const sameOrder =
+    existing.length === sorted.length && existing.every((a, i) => a.dataset.jobId === sorted[i].jobId.toString());
+  if (!sameOrder) {
+    list.replaceChildren(
+      ...sorted.map((job) => {
+        const item = document.createElement("li");
+        const link = document.createElement("a");
+        link.dataset.jobId = job.jobId.toString();
+        link.href = `?job=${job.jobId}`;
+        link.addEventListener("click", (e) => {
+          e.preventDefault();
+          openJob(job.jobId);
+        });
+        const name = document.createElement("span");
+        name.className = "job-name";
+        const badge = document.createElement("span");
+        badge.className = "badge";
+        const role = document.createElement("span");
+        role.className = "visually-hidden";
+        link.append(name, badge, role);
+        item.append(link);
+        return item;
+      }),
+    );
   }
-}
-
-function openJob(id: bigint) {
-  jobWatch?.cancel();
-  openJobId = id;
-  current = undefined;
-  const url = new URL(location.href);
-  url.searchParams.set("job", id.toString());
-  history.replaceState(null, "", url);
-  $("details").hidden = false;
-  $("job-title").textContent = `Job #${id}`;
-  $("job-status").textContent = "";
-  $("job-actions").replaceChildren();
-  renderList();
-  jobWatch = watchJob(id, {
-    client,
-    token,
-    onUpdate: (job) => {
-      current = job;
-      renderJob();
-    },
-    onStatus: (status) => {
-      indicate($("job-connection"), status);
-      if (status.state === "denied") {
-        $("job-status").textContent = "";
-        $("job-actions").replaceChildren(
-          note("denied", "Access denied: you are not the client or the worker of this job."),
-        );
-      } else if (status.state === "unauthenticated") {
-        showError(`Your token was refused: ${describe(status.error)}. Sign in again.`);
-      } else if (status.state === "failed") {
-        showError(describe(status.error));
-      }
-    },
-  });
-}
-
-function note(kind: string, text: string): HTMLElement {
-  const p = document.createElement("p");
-  p.className = `note ${kind}`;
-  p.dataset.note = kind;
-  p.textContent = text;
-  return p;
-}
-
-function button(label: string, onClick: () => Promise<unknown>): HTMLButtonElement {
-  const b = document.createElement("button");
-  b.type = "button";
-  b.textContent = label;
-  b.disabled = busy;
-  b.addEventListener("click", async () => {
-    busy = true;
-    showError(undefined);
-    renderJob();
-    try {
-      const job = (await onClick()) as Job | undefined;
-      // Apply our own answer at once; the stream brings the same revision
-      // (and the other party's changes) and never goes backwards.
-      if (job && current && job.revision > current.revision) current = job;
-    } catch (error) {
-      showError(describe(error));
-    } finally {
-      busy = false;
-      renderJob();
-    }
-  });
-  return b;
-}
-
-async function call<T>(f: (headers: Record<string, string>) => Promise<T>): Promise<T> {
-  return f({ authorization: `Bearer ${token}` });
+  for (const link of list.querySelectorAll<HTMLAnchorElement>("a[data-job-id]")) {
+    const job = jobs.get(BigInt(link.dataset.jobId ?? "0"));
+    if (!job) continue;
+    const view = viewJob(job, me);
+    const role = roleOf(job, me);
+    (link.firstChild as HTMLElement).textContent = `Job #${job.jobId}`;
+    const [, badge, said] = link.children as unknown as HTMLElement[];
+    badge.textContent = STATE_WORDS[job.status];
+    badge.dataset.tone = view.badge.tone;
+    said.textContent = `, you are the ${role}`;
+    if (job.jobId === openJobId) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
 }
 
 function renderJob() {
-  const job = current;
-  const actions = $("job-actions");
-  if (!job) return;
-  const me = subject(token);
-  const isClient = job.clientId === me;
-  const isWorker = job.workerId === me;
-  $("job-status").textContent =
-    `${STATUS_TEXT[job.status]} · client ${job.clientId} · worker ${job.workerId || "none"} · revision ${job.revision}`;
-  const items: HTMLElement[] = [];
-  const expectedRevision = job.revision;
-  const requestId = () => crypto.randomUUID();
-  const approved = job.clientMarkedComplete;
-  const method =
-    job.paymentMethod === PaymentMethod.CASH
-      ? "CASH"
-      : job.paymentMethod === PaymentMethod.GCASH
-        ? "GCASH"
-        : "";
-
-  if (job.status === JobStatus.CANCELLED) {
-    items.push(note("cancelled", `This job was cancelled. ${job.cancelReason}`));
-  } else if (isWorker) {
-    if (job.status === JobStatus.IN_PROGRESS) {
-      if (job.changeRequestReason) {
-        items.push(note("changes", `The client asked for changes: ${job.changeRequestReason}`));
-      }
-      items.push(
-        button("Mark as Complete", () =>
-          call((headers) =>
-            client.markComplete(
-              { jobId: job.jobId, requestId: requestId(), expectedRevision },
-              { headers },
-            ),
-          ),
-        ),
-      );
-    }
-    if (job.workerMarkedComplete && !approved) {
-      items.push(note("waiting", "Waiting for client to approve completion"));
-    }
-    if (approved) {
-      items.push(note("done", "Job completed! Client has approved."));
-      if (method) items.push(note("method", `Payment method: ${method}`));
-      if (
-        job.status === JobStatus.AWAITING_PAYMENT &&
-        method === "CASH" &&
-        job.paymentProofRef
-      ) {
-        items.push(
-          button("Confirm cash received", () =>
-            call((headers) =>
-              client.confirmPayment(
-                { jobId: job.jobId, requestId: requestId(), expectedRevision },
-                { headers },
-              ),
-            ),
-          ),
-        );
-      }
-    }
-  } else if (isClient) {
-    if (job.status === JobStatus.OPEN || job.status === JobStatus.IN_PROGRESS) {
-      items.push(note("working", "The worker is working on this job."));
-    }
-    if (job.workerMarkedComplete && !approved) {
-      items.push(note("prompt", "Worker has marked this job as complete."));
-      const choice = document.createElement("fieldset");
-      choice.innerHTML =
-        '<legend>Pay with</legend>' +
-        '<label><input type="radio" name="method" value="GCASH" checked /> GCASH</label> ' +
-        '<label><input type="radio" name="method" value="CASH" /> CASH</label>';
-      items.push(choice);
-      items.push(
-        button("Approve & Pay", () => {
-          const picked = choice.querySelector<HTMLInputElement>("input:checked")?.value;
-          const paymentMethod = picked === "CASH" ? PaymentMethod.CASH : PaymentMethod.GCASH;
-          return call((headers) =>
-            client.approveCompletion(
-              { jobId: job.jobId, paymentMethod, requestId: requestId(), expectedRevision },
-              { headers },
-            ),
-          );
-        }),
-      );
-    }
-    if (approved) {
-      items.push(note("done", "You have approved this job completion"));
-      if (job.status === JobStatus.COMPLETED) {
-        items.push(note("paid", "Payment confirmed. This job is complete."));
-      } else if (method === "CASH") {
-        if (job.paymentProofRef) {
-          items.push(note("next", "Proof of payment sent; waiting for the worker to confirm."));
-        } else {
-          items.push(note("next", "Next step: upload your proof of payment (CASH)."));
-          const proof = document.createElement("input");
-          proof.placeholder = "receipt reference or link";
-          proof.id = "proof";
-          items.push(proof);
-          items.push(
-            button("Submit proof of payment", () =>
-              call((headers) =>
-                client.submitPaymentProof(
-                  {
-                    jobId: job.jobId,
-                    proofRef: proof.value || "receipt",
-                    requestId: requestId(),
-                    expectedRevision,
-                  },
-                  { headers },
-                ),
-              ),
-            ),
-          );
-        }
-      } else if (method === "GCASH") {
-        items.push(note("next", "Next step: complete the payment with GCash."));
-      }
-    }
-  } else {
-    items.push(note("readonly", "You are viewing this job read-only."));
+  const none = openJobId === undefined;
+  $("job-none").hidden = !none;
+  $("job-body").hidden = none;
+  if (none) return;
+  $("job-title").textContent = `Job #${openJobId}`;
+  const badge = $("job-badge");
+  const headline = $("job-headline");
+  const details = $<HTMLUListElement>("job-details");
+  const people = $("job-people");
+  const updated = $("job-updated");
+  if (jobProblem || !current) {
+    badge.hidden = true;
+    people.textContent = "";
+    updated.textContent = "";
+    headline.textContent = jobProblem
+      ? jobProblem.kind === "denied"
+        ? "You don't have access to this job."
+        : "This job cannot be shown."
+      : "Loading…";
+    setList(details, jobProblem ? [jobProblem.message] : []);
+    setAction(undefined);
+    return;
   }
-  actions.replaceChildren(...items);
+  const job = current;
+  const view = viewJob(job, me);
+  const role = roleOf(job, me);
+  badge.hidden = false;
+  badge.textContent = view.badge.text;
+  badge.dataset.tone = view.badge.tone;
+  const worker = job.workerId || "not assigned yet";
+  people.textContent =
+    role === "client"
+      ? `You are the client · Worker: ${worker}`
+      : role === "worker"
+        ? `You are the worker · Client: ${job.clientId}`
+        : `Client: ${job.clientId} · Worker: ${worker}`;
+  headline.textContent = view.headline;
+  setList(details, view.details);
+  updated.textContent = job.updatedAt ? `Last change: ${defaultFormatTime(timestampDate(job.updatedAt))}` : "";
+  setAction(view.action);
 }
 
-$<HTMLInputElement>("api").value = api;
-$<HTMLInputElement>("token").value = token;
-$<HTMLFormElement>("login").addEventListener("submit", (e) => {
-  e.preventDefault();
-  api = $<HTMLInputElement>("api").value.trim();
-  token = $<HTMLInputElement>("token").value.trim();
-  const url = new URL(location.href);
-  url.searchParams.set("api", api);
-  url.searchParams.delete("token"); // keep tokens out of the address bar
-  history.replaceState(null, "", url);
-  connect();
-});
-if (token) connect();
+function setList(list: HTMLUListElement, items: string[]) {
+  const same =
+    list.children.length === items.length && items.every((text, i) => list.children[i].textContent === text);
+  if (same) return;
+  list.replaceChildren(
+    ...items.map((text) => {
+      const li = document.createElement("li");
+      li.textContent = text;
+      return li;
+    }),
+  );
+}
+
+// ---- actions ----------------------------------------------------------
+
+function setAction(action: Action | undefined) {
+  const area = $("job-actions");
+  const key = action ? `${openJobId}:${action.kind}:${action.kind === "confirm-cash" ? action.proof : ""}` : "";
+  if (key !== actionKey) {
+    actionKey = key;
+    $("job-action-error").textContent = "";
+    // A keyboard user whose button just went away lands on the new state,
+    // not at the top of the document.
+    const hadFocus = area.contains(document.activeElement) || refocus;
+    refocus = false;
+    area.replaceChildren(...(action ? buildAction(action) : []));
+    if (hadFocus) $("job-headline").focus();
+  }
+  const live = connection === "live";
+  $("job-paused").hidden = !action || live;
+  for (const control of area.querySelectorAll<HTMLButtonElement | HTMLInputElement | HTMLTextAreaElement>(
+    "button, input, textarea",
+  )) {
+    const ready = control.dataset.ready ? control.dataset.ready === "yes" : true;
+    control.disabled = !live || busy || (control instanceof HTMLButtonElement && !ready);
+  }
+}
+
+function buildAction(action: Action): HTMLElement[] {
+  switch (action.kind) {
+    case "mark-complete":
+      return [button("Mark as Complete", "primary", () => perform((job, h) => client!.markComplete(base(job), h)))];
+    case "confirm-cash":
+      return [
+        button("Confirm cash received", "primary", () =>
+          perform((job, h) => client!.confirmPayment(base(job), h)),
+        ),
+      ];
+    case "submit-proof":
+      return [proofForm()];
+    case "review":
+      return reviewForms();
+  }
+}
+
+function base(job: Job) {
+  return { jobId: job.jobId, requestId: newRequestId(), expectedRevision: job.revision };
+}
+
+function button(label: string, kind: "primary" | "secondary", onClick?: () => void): HTMLButtonElement {
+  const b = document.createElement("button");
+  b.type = onClick ? "button" : "submit";
+  b.className = kind;
+  b.textContent = label;
+  if (onClick) b.addEventListener("click", onClick);
+  return b;
+}
+
+/** Approve & Pay with a chosen method, or ask for changes with a reason. */
+function reviewForms(): HTMLElement[] {
+  const approve = document.createElement("form");
+  approve.id = "approve-form";
+  const fieldset = document.createElement("fieldset");
+  const legend = document.createElement("legend");
+  legend.textContent = "How will you pay?";
+  const choices = document.createElement("div");
+  choices.className = "choices";
+  for (const [value, label] of [
+    ["GCASH", "GCash"],
+    ["CASH", "Cash"],
+  ]) {
+    const wrap = document.createElement("label");
+    wrap.className = "choice";
+    const input = document.createElement("input");
+    input.type = "radio";
+    input.name = "method";
+    input.value = value;
+    const text = document.createElement("span");
+    text.textContent = label;
+    wrap.append(input, text);
+    choices.append(wrap);
+  }
+  fieldset.append(legend, choices);
+  const pay = button("Approve & Pay", "primary");
+  pay.dataset.ready = "no";
+  pay.setAttribute("aria-describedby", "approve-hint");
+  const ask = button("Request changes", "secondary", () => {
+    changes.hidden = false;
+    ask.hidden = true;
+    reason.focus();
+  });
+  const hint = document.createElement("p");
+  hint.id = "approve-hint";
+  hint.className = "hint";
+  hint.textContent = "Choose how you will pay to approve.";
+  const row = document.createElement("div");
+  row.className = "row";
+  row.append(pay, ask);
+  approve.append(fieldset, hint, row);
+  approve.addEventListener("change", () => {
+    const picked = approve.querySelector<HTMLInputElement>("input:checked");
+    pay.dataset.ready = picked ? "yes" : "no";
+    hint.hidden = Boolean(picked);
+    setAction(currentAction());
+  });
+  approve.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const picked = approve.querySelector<HTMLInputElement>("input:checked")?.value;
+    if (!picked) return;
+    const paymentMethod = picked === "CASH" ? PaymentMethod.CASH : PaymentMethod.GCASH;
+    perform((job, h) => client!.approveCompletion({ ...base(job), paymentMethod }, h));
+  });
+
+  const changes = document.createElement("form");
+  changes.id = "changes-form";
+  changes.hidden = true;
+  const label = document.createElement("label");
+  label.htmlFor = "change-reason";
+  label.textContent = "What needs to change?";
+  const reason = document.createElement("textarea");
+  reason.id = "change-reason";
+  reason.rows = 3;
+  reason.maxLength = MAX_REASON_CHARS;
+  const send = button("Send request", "primary");
+  send.dataset.ready = "no";
+  const cancel = button("Cancel", "secondary", () => {
+    changes.hidden = true;
+    ask.hidden = false;
+    ask.focus();
+  });
+  const sendRow = document.createElement("div");
+  sendRow.className = "row";
+  sendRow.append(send, cancel);
+  changes.append(label, reason, sendRow);
+  reason.addEventListener("input", () => {
+    send.dataset.ready = reason.value.trim() ? "yes" : "no";
+    setAction(currentAction());
+  });
+  changes.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = reason.value.trim();
+    if (!text) return;
+    perform((job, h) => client!.requestChanges({ ...base(job), reason: text }, h));
+  });
+  return [approve, changes];
+}
+
+/** The client's reference for a cash payment (required; sent as typed, trimmed). */
+function proofForm(): HTMLElement {
+  const form = document.createElement("form");
+  form.id = "proof-form";
+  const label = document.createElement("label");
+  label.htmlFor = "proof-ref";
+  label.textContent = "Payment reference";
+  const input = document.createElement("input");
+  input.id = "proof-ref";
+  input.type = "text";
+  input.maxLength = MAX_PROOF_CHARS;
+  input.autocomplete = "off";
+  input.placeholder = "e.g. OR-10234 or a photo link";
+  const submit = button("Submit proof of payment", "primary");
+  submit.dataset.ready = "no";
+  input.addEventListener("input", () => {
+    submit.dataset.ready = input.value.trim() ? "yes" : "no";
+    setAction(currentAction());
+  });
+  form.append(label, input, submit);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const proofRef = input.value.trim();
+    if (!proofRef) return;
+    perform((job, h) => client!.submitPaymentProof({ ...base(job), proofRef }, h));
+  });
+  return form;
+}
+
+function currentAction(): Action | undefined {
+  return current && !jobProblem ? viewJob(current, me).action : undefined;
+}
+
+/** Runs one action against the job as shown, with the signed-in token. */
+function perform(call: (job: Job, options: { headers: Record<string, string> }) => Promise<Job>) {
+  const job = current;
+  if (!job || !token || busy || connection !== "live") return;
+  refocus = $("job-actions").contains(document.activeElement);
+  busy = true;
+  $("job-action-error").textContent = "";
+  update();
+  void (async () => {
+    try {
+      const headers = { authorization: `Bearer ${await resolveToken(token!)}` };
+      const answer = await call(job, { headers });
+      // Our own answer at once; the stream brings the same revision (and
+      // the other party's changes) and never goes backwards.
+      if (current && answer.jobId === current.jobId && answer.revision > current.revision) current = answer;
+    } catch (error) {
+      const e = ConnectError.from(error);
+      if (e.code === Code.Unauthenticated) {
+        refused(e);
+        return;
+      }
+      $("job-action-error").textContent = actionError(e);
+    } finally {
+      busy = false;
+      update();
+      if (refocus) {
+        // Nothing changed (the call failed): back to the control that was used.
+        refocus = false;
+        $("job-actions").querySelector<HTMLElement>("button:not(:disabled)")?.focus();
+      }
+    }
+  })();
+}
+
+function actionError(e: ConnectError): string {
+  if (isNetworkFailure(e) || e.code === Code.Unavailable || e.code === Code.DeadlineExceeded) {
+    return "The server could not be reached, so this may not have gone through. The page shows the job as it really is once it is live again.";
+  }
+  if (e.code === Code.Aborted || e.code === Code.FailedPrecondition) {
+    return `Not done: ${e.rawMessage}. The page shows the job as it is now.`;
+  }
+  return `Not done: ${e.rawMessage || e.message}.`;
+}
+
+/** A fresh idempotency key (crypto.randomUUID needs a secure context). */
+function newRequestId(): string {
+  if (typeof crypto.randomUUID === "function" && window.isSecureContext) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+start();
