@@ -18,6 +18,7 @@
 
 mod abuse;
 mod bare;
+mod floor;
 mod harness;
 mod report;
 mod workloads;
@@ -55,6 +56,11 @@ enum Sub {
         #[arg(long, default_value_t = 10_000)]
         max_concurrent_streams: u32,
     },
+    /// The storage work the real server must do per operation, done the
+    /// cheapest correct way (SQLite, WAL, synchronous=FULL, no server);
+    /// prints one JSON line with wall and CPU seconds, to divide the real
+    /// server's cost per operation by.
+    StorageFloor(floor::FloorArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -229,6 +235,25 @@ fn raise_fd_limit() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Sub::StorageFloor(args)) = &cli.command {
+        // No async runtime: nothing but the measured thread may run.
+        return match floor::run(args) {
+            Ok(result) => match serde_json::to_string(&result) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -247,6 +272,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some(Sub::StorageFloor(_)) => ExitCode::FAILURE, // handled above
         None => {
             raise_fd_limit();
             runtime.block_on(run(cli.run))
