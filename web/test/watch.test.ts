@@ -233,6 +233,79 @@ describe("watchJob", () => {
     expect(h.revisions()).toEqual([1, 2]);
   });
 
+  it("reconnects when the server goes silent, and keeps a stream that heartbeats", async () => {
+    const h = harness();
+    const { client, requests } = fakeServer(async function* (_request, call, _auth) {
+      if (call === 1) {
+        yield snapshot(job(1));
+        // Heartbeats closer together than the idle timeout keep it open...
+        for (let i = 0; i < 4; i++) {
+          await new Promise((resolve) => setTimeout(resolve, 40));
+          yield heartbeat(1);
+        }
+        // ...then nothing at all, as from a connection that died silently.
+        await new Promise((resolve) => setTimeout(resolve, 5_000));
+        return;
+      }
+      yield event(job(2, JobStatus.COMPLETED));
+    });
+    const started = Date.now();
+    let beats = 0;
+    const onHeartbeat = () => (beats += 1);
+    const final = await watchJob(1, { client, ...h.common, onHeartbeat, idleTimeoutMs: 100 }).done;
+    expect(final.state).toBe("ended");
+    expect(beats).toBe(4); // 160 ms of heartbeats were not cut at 100 ms
+    expect(Date.now() - started).toBeLessThan(4_000);
+    expect(requests.map((r) => r.afterRevision)).toEqual([undefined, 1n]);
+    const cut = h.statuses.find((s) => s.state === "reconnecting");
+    expect(cut?.error?.code).toBe(Code.Unavailable);
+    expect(cut?.error?.rawMessage).toBe("no message from the server for 100 ms");
+    expect(h.revisions()).toEqual([1, 2]);
+  });
+
+  it("reconnectNow drops a live connection and resumes where it was", async () => {
+    const h = harness();
+    let handle: ReturnType<typeof watchJob> | undefined;
+    const { client, requests } = fakeServer(async function* (_request, call) {
+      if (call === 1) {
+        yield snapshot(job(1));
+        setTimeout(() => handle?.reconnectNow("the device went offline"), 10);
+        await new Promise((resolve) => setTimeout(resolve, 5_000));
+        return;
+      }
+      yield event(job(2, JobStatus.COMPLETED));
+    });
+    handle = watchJob(1, { client, ...h.common });
+    const started = Date.now();
+    expect((await handle.done).state).toBe("ended");
+    expect(Date.now() - started).toBeLessThan(4_000);
+    expect(requests.map((r) => r.afterRevision)).toEqual([undefined, 1n]);
+    expect(h.statuses.find((s) => s.state === "reconnecting")?.error?.rawMessage).toBe("the device went offline");
+  });
+
+  it("reconnectNow skips the rest of a back-off wait", async () => {
+    const statuses: WatchStatus[] = [];
+    const { client, requests } = fakeServer(async function* (_request, call) {
+      if (call === 1) throw unavailable();
+      yield snapshot(job(1, JobStatus.COMPLETED));
+    });
+    const handle = watchJob(1, {
+      client,
+      token: "t0",
+      onUpdate: () => {},
+      onStatus: (s) => {
+        statuses.push(s);
+        if (s.state === "reconnecting") setTimeout(() => handle.reconnectNow(), 10);
+      },
+      backoff: { initialMs: 60_000, maxMs: 60_000, jitter: 0 },
+    });
+    const started = Date.now();
+    expect((await handle.done).state).toBe("ended");
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(requests).toHaveLength(2);
+    expect(statuses.find((s) => s.state === "reconnecting")?.retryInMs).toBe(60_000);
+  });
+
   it("stops at once on access denied", async () => {
     const h = harness();
     const { client, requests } = fakeServer(async function* () {

@@ -3,7 +3,10 @@
  * the raw WatchJob and WatchMyJobs streams.
  *
  * - Reconnects after any failure or server shutdown, with capped
- *   exponential backoff and jitter.
+ *   exponential backoff and jitter, and when the server sends nothing
+ *   (not even a heartbeat) for `idleTimeoutMs`: a connection that died
+ *   without a word (a sleeping laptop, a dropped mobile network, a proxy
+ *   that stopped forwarding) looks exactly like a quiet one otherwise.
  * - Resumes from the last revision it applied (`after_revision`, or the
  *   `after_revisions` map), so nothing is missed or applied twice; events
  *   that repeat a revision are dropped and a hole makes it reconnect (the
@@ -56,6 +59,13 @@ export interface WatchStatus {
 export interface WatchHandle {
   /** Stops watching (closes the stream; no more callbacks). */
   cancel(): void;
+  /**
+   * Reconnects now: drops the current connection, if there is one (say
+   * why in `reason`), or skips the rest of a back-off wait. For what the
+   * stream cannot see itself: the browser's `offline` event (the
+   * connection is as good as gone) and `online` (worth trying at once).
+   */
+  reconnectNow(reason?: string): void;
   /** Resolves with the final status once the watcher has stopped. */
   readonly done: Promise<WatchStatus>;
 }
@@ -67,6 +77,13 @@ interface CommonOptions {
   /** Called for every heartbeat (the server's clock and, for WatchJob, revision). */
   onHeartbeat?: (revision: bigint) => void;
   backoff?: BackoffOptions;
+  /**
+   * Reconnect when no message (snapshot, event or heartbeat) arrives for
+   * this long. Default 45 s: three of the server's default 15 s heartbeat
+   * intervals, so one late heartbeat never cuts a healthy stream. Set it
+   * above 2x the server's `--heartbeat-secs` if that is raised.
+   */
+  idleTimeoutMs?: number;
   /** Test seams. */
   random?: () => number;
   sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
@@ -100,6 +117,9 @@ export function isTerminal(status: JobStatus): boolean {
   return status === JobStatus.COMPLETED || status === JobStatus.CANCELLED;
 }
 
+/** The default for `idleTimeoutMs`. */
+export const DEFAULT_IDLE_TIMEOUT_MS = 45_000;
+
 /** Thrown inside a session to make the loop reconnect. */
 function retryable(message: string): ConnectError {
   return new ConnectError(message, Code.Unavailable);
@@ -108,19 +128,54 @@ function retryable(message: string): ConnectError {
 /**
  * The shared loop: run `session` until it reports the end, reconnecting on
  * retryable failures. `session` resolves "ended" when the stream finished
- * for good, and calls `live()` once it is caught up.
+ * for good, calls `live()` once it is caught up, and `heard()` for every
+ * message (which keeps the idle timer from firing).
  */
 function reconnecting(
   options: CommonOptions,
-  session: (signal: AbortSignal, live: () => void) => Promise<"ended">,
+  session: (signal: AbortSignal, live: () => void, heard: () => void) => Promise<"ended">,
 ): WatchHandle {
   const controller = new AbortController();
   const signal = controller.signal;
   const wait = options.sleep ?? sleep;
+  const idleMs = options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS;
   let current: WatchStatus = { state: "connecting", attempt: 0 };
+  /** Aborts the current back-off wait, if there is one. */
+  let waiting: AbortController | undefined;
+  /** Drops the current connection, if there is one, saying why. */
+  let drop: ((reason: string) => void) | undefined;
   const report = (status: WatchStatus) => {
     current = status;
     if (!signal.aborted || status.state === "cancelled") options.onStatus?.(status);
+  };
+
+  /** One connection, cut if it stays silent for `idleMs`. */
+  const connection = async (live: () => void): Promise<"ended"> => {
+    const attempt = new AbortController();
+    const stop = () => attempt.abort();
+    signal.addEventListener("abort", stop, { once: true });
+    let dropped: string | undefined;
+    drop = (reason) => {
+      dropped = reason;
+      attempt.abort();
+    };
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const quiet = idleMs >= 1000 ? `${Math.round(idleMs / 1000)} s` : `${idleMs} ms`;
+    const heard = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => drop?.(`no message from the server for ${quiet}`), idleMs);
+    };
+    heard();
+    try {
+      return await session(attempt.signal, live, heard);
+    } catch (e) {
+      if (dropped !== undefined && !signal.aborted) throw retryable(dropped);
+      throw e;
+    } finally {
+      drop = undefined;
+      clearTimeout(timer);
+      signal.removeEventListener("abort", stop);
+    }
   };
 
   const run = async (): Promise<WatchStatus> => {
@@ -129,7 +184,7 @@ function reconnecting(
     report({ state: "connecting", attempt });
     for (;;) {
       try {
-        await session(signal, () => {
+        await connection(() => {
           attempt = 0;
           authRetried = false;
           if (current.state !== "live") report({ state: "live", attempt });
@@ -160,7 +215,12 @@ function reconnecting(
         attempt += 1;
         const retryInMs = backoffDelay(attempt, options.backoff, options.random);
         report({ state: "reconnecting", attempt, retryInMs, error });
-        await wait(retryInMs, signal);
+        waiting = new AbortController();
+        const stopWaiting = () => waiting?.abort();
+        signal.addEventListener("abort", stopWaiting, { once: true });
+        await wait(retryInMs, waiting.signal);
+        signal.removeEventListener("abort", stopWaiting);
+        waiting = undefined;
         if (signal.aborted) return current;
       }
     }
@@ -172,6 +232,10 @@ function reconnecting(
       if (signal.aborted) return;
       controller.abort();
       report({ state: "cancelled", attempt: 0 });
+    },
+    reconnectNow(reason = "reconnecting on request") {
+      if (waiting) waiting.abort();
+      else drop?.(reason);
     },
     done,
   };
@@ -185,13 +249,14 @@ export function watchJob(jobId: bigint | number, options: WatchJobOptions): Watc
   const id = BigInt(jobId);
   let last: bigint | undefined = options.afterRevision;
   let job: Job | undefined;
-  return reconnecting(options, async (signal, live) => {
+  return reconnecting(options, async (signal, live, heard) => {
     const headers = await authHeaders(options.token);
     const stream = options.client.watchJob(
       { jobId: id, afterRevision: last },
       { headers, signal },
     );
     for await (const message of stream) {
+      heard();
       const kind = message.kind;
       switch (kind.case) {
         case "snapshot": {
@@ -254,12 +319,13 @@ export function watchMyJobs(options: WatchMyJobsOptions): WatchHandle {
   const jobs = new Map<bigint, Job>();
   // What the next connection resumes from (seeded by the caller's map).
   const revisions = new Map<bigint, bigint>(options.afterRevisions ?? []);
-  return reconnecting(options, async (signal, live) => {
+  return reconnecting(options, async (signal, live, heard) => {
     const headers = await authHeaders(options.token);
     const afterRevisions: { [key: string]: bigint } = {};
     for (const [id, revision] of revisions) afterRevisions[id.toString()] = revision;
     const stream = options.client.watchMyJobs({ afterRevisions }, { headers, signal });
     for await (const message of stream) {
+      heard();
       const kind = message.kind;
       switch (kind.case) {
         case "snapshot": {
