@@ -39,7 +39,7 @@ pub fn parse_page_url(raw: &str) -> Result<String, String> {
     }
     if url.contains(['?', '#', ' ']) {
         return Err(format!(
-            "{raw:?}: no query, fragment or spaces; the sign-in links add api=, job= and token="
+            "{raw:?}: no query, fragment or spaces; the sign-in links add ?api=, &job= and #token="
         ));
     }
     Ok(url.to_owned())
@@ -206,8 +206,10 @@ pub async fn prepare(
             path.display()
         ),
     };
+    // The token rides in the fragment, which browsers never send: it stays
+    // out of the page host's access log and the Referer header.
     let page =
-        |token: &str| format!("{page_url}?api={scheme}://{addr}&job={DEMO_JOB}&token={token}");
+        |token: &str| format!("{page_url}?api={scheme}://{addr}&job={DEMO_JOB}#token={token}");
     println!(
         "\njobstatus --dev on {addr}: demo job {DEMO_JOB} (client {DEMO_CLIENT}, worker {DEMO_WORKER}) is {status} at revision {revision}\n\
          tokens (valid 12h, {kept}):\n\

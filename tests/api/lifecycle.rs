@@ -453,11 +453,11 @@ async fn serve_dev_survives_restarts_and_resets_on_request() {
     let worker = printed_token(&lines, "WORKER_TOKEN");
     assert!(
         text.contains(&format!(
-            "as the client: http://localhost:5173/?api=http://{addr}&job=1&token={client}"
+            "as the client: http://localhost:5173/?api=http://{addr}&job=1#token={client}"
         )),
         "{text}"
     );
-    assert!(text.contains(&format!("&token={worker}")), "{text}");
+    assert!(text.contains(&format!("&job=1#token={worker}")), "{text}");
     let secret = dir.path().join("demo.secret");
     #[cfg(unix)]
     {
@@ -509,7 +509,7 @@ async fn serve_dev_survives_restarts_and_resets_on_request() {
     assert!(text.contains("a new secret kept in"), "{text}");
     assert!(
         text.contains(&format!(
-            "as the client: http://127.0.0.1:8080/jobs/?api=http://{addr}&job=1&token="
+            "as the client: http://127.0.0.1:8080/jobs/?api=http://{addr}&job=1#token="
         )),
         "{text}"
     );

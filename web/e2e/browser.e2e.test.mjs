@@ -18,7 +18,7 @@ import {
   tempDir,
   token,
 } from "./harness.mjs";
-import { expectConnection, expectText, launch, openPage, part, step } from "./page.mjs";
+import { WIDTHS, expectConnection, expectText, launch, openPage, part, step } from "./page.mjs";
 
 const CLIENT = "client-alice";
 const WORKER = "worker-bob";
@@ -63,12 +63,12 @@ afterAll(async () => {
 });
 
 /** Opens the page as `who`, recording the HTTP version of every API response. */
-async function openAs(who, { api = server.url, job, origin = pageOrigin, tls = false } = {}) {
+async function openAs(who, { api = server.url, job, origin = pageOrigin, tls = false, width } = {}) {
   const url = new URL(origin);
   url.searchParams.set("api", api);
   url.searchParams.set("token", tokens[who]);
   if (job) url.searchParams.set("job", String(job));
-  const opened = await openPage(browser, "about:blank", { tls });
+  const opened = await openPage(browser, "about:blank", { tls, width });
   const protocols = [];
   const cdp = await opened.context.newCDPSession(opened.tab);
   await cdp.send("Network.enable");
@@ -103,8 +103,8 @@ describe("plain HTTP, page on another origin", () => {
     await worker.context.close();
   });
 
-  it("a page from an origin not on the list is told the server refuses it, not that it is down", async () => {
-    const outsider = await openAs(CLIENT, { job: 1, origin: otherOriginPage.origin });
+  it.each(WIDTHS)("a page from an origin not on the list is told the server refuses it, not that it is down (%i px)", async (width) => {
+    const outsider = await openAs(CLIENT, { job: 1, origin: otherOriginPage.origin, width });
     await expectConnection(outsider.tab, "offline");
     await expectText(part.banner(outsider.tab), "answers, but the browser blocked the call");
     await expectText(part.banner(outsider.tab), otherOriginPage.origin);

@@ -10,12 +10,16 @@ export function launch() {
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
 }
 
-/** A fresh browser profile (its own storage) showing `url` at `width`. */
-export async function openPage(browser, url, { width = 1280, tls = false } = {}) {
+/**
+ * A fresh browser profile (its own storage) showing `url` at `width`;
+ * `init` runs in every document before the page's own scripts.
+ */
+export async function openPage(browser, url, { width = 1280, tls = false, init } = {}) {
   const context = await browser.newContext({
     ignoreHTTPSErrors: tls,
     viewport: { width, height: width < 600 ? 780 : 900 },
   });
+  if (init) await context.addInitScript(init);
   const tab = await context.newPage();
   const errors = [];
   tab.on("pageerror", (e) => errors.push(e));

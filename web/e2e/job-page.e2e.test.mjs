@@ -4,6 +4,7 @@
 // two-browser test runs step by step, for both payment paths and for
 // Request changes, at 375 px and 1280 px. Every step is photographed,
 // checked for sideways scrolling and scanned with axe-core.
+import { createServer } from "node:http";
 import { join } from "node:path";
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -22,6 +23,7 @@ import {
 import {
   LIVE,
   WIDTHS,
+  actionControls,
   connectionOf,
   expectAccessible,
   expectConnection,
@@ -29,6 +31,7 @@ import {
   launch,
   openPage,
   part,
+  recordSignIns,
   step,
 } from "./page.mjs";
 
@@ -70,6 +73,16 @@ function link(role, job) {
   url.searchParams.set("job", String(job));
   return url.toString();
 }
+
+/** A sign-in link like the printed ones, carrying `signInToken` instead. */
+function linkWith(signInToken, job) {
+  const url = new URL(link("client", job));
+  url.hash = `token=${signInToken}`;
+  return url.toString();
+}
+
+/** Signed with a secret this server does not know: well formed, refused. */
+const foreignToken = (sub) => token(sub, { secret: "some-other-deployment-secret-0123456789" });
 
 /** A fresh job between the demo's client and worker, made by the platform. */
 async function newJob() {
@@ -213,9 +226,7 @@ describe.each(WIDTHS)("the two-browser test at %i px", (width) => {
   });
 
   it("a stranger sees no job and no list", async () => {
-    const url = new URL(link("client", 1));
-    url.searchParams.set("token", server.printed.tokens.stranger);
-    const stranger = await openPage(browser, url.toString(), { width });
+    const stranger = await openPage(browser, linkWith(server.printed.tokens.stranger, 1), { width });
     await expectText(part.headline(stranger.tab), "You don't have access to this job.");
     await expectConnection(stranger.tab, "live");
     await expectText(stranger.tab.locator("#my-jobs"), "You have no jobs yet.");
@@ -266,6 +277,26 @@ describe.each(WIDTHS)("the two-browser test at %i px", (width) => {
     await expectText(part.headline(client.tab), "Please review and approve!");
     await step("offline", "3-caught-up", both);
 
+    // Down once more with the review open: every control of it waits, and
+    // says why to a screen reader too.
+    await server.stop();
+    await expectConnection(client.tab, "offline");
+    const controls = await actionControls(client.tab);
+    expect(controls.map((c) => c.name)).toEqual(
+      expect.arrayContaining(["GCASH", "CASH", "Approve & Pay", "Request changes", "change-reason", "Send request"]),
+    );
+    for (const control of controls) {
+      expect(control, `${control.name} while offline`).toMatchObject({ disabled: true });
+      expect(control.describedBy.split(" ")).toContain("job-paused");
+    }
+    await expect.poll(() => client.tab.locator("#job-paused").isVisible()).toBe(true);
+    // The notice tells of a catch-up only while the page is live.
+    expect(await part.notice(client.tab).isVisible()).toBe(false);
+    await step("offline", "4-review-paused", { client });
+    await server.start();
+    await expectConnection(client.tab, "live");
+    await expect.poll(async () => (await actionControls(client.tab)).find((c) => c.name === "Request changes")?.disabled).toBe(false);
+
     // And live for real: the flow goes on.
     await client.tab.getByLabel("Cash", { exact: true }).check();
     await client.tab.getByRole("button", { name: "Approve & Pay" }).click();
@@ -274,12 +305,33 @@ describe.each(WIDTHS)("the two-browser test at %i px", (width) => {
     await expect.poll(() => part.notice(worker.tab).isVisible()).toBe(false);
     await close(client, worker);
   });
+
+  it("a device that goes offline is told so, and reconnects as soon as the network is back", async () => {
+    const job = await newJob();
+    const worker = await openPage(browser, link("worker", job), { width });
+    await expectConnection(worker.tab, "live");
+    await worker.context.setOffline(true);
+    await expectText(part.banner(worker.tab), "This device is offline.");
+    expect(await worker.tab.getByRole("button", { name: "Mark as Complete" }).isDisabled()).toBe(true);
+    await step("device-offline", "1-offline", { worker });
+    // Long enough offline that the next scheduled try is 3 s or more away.
+    await expectConnection(worker.tab, "offline");
+    const nextTryIn = async () => Number(/(\d+) s/.exec((await part.indicator(worker.tab).getAttribute("title")) ?? "")?.[1] ?? 0);
+    await expect.poll(nextTryIn, { timeout: 20_000 }).toBeGreaterThanOrEqual(3);
+    await worker.context.setOffline(false);
+    const back = Date.now();
+    await expectConnection(worker.tab, "live");
+    // At once on the browser's "online" event, not at that next try.
+    expect(Date.now() - back).toBeLessThan(1_500);
+    expect(await part.banner(worker.tab).isVisible()).toBe(false);
+    await close(worker);
+  });
 });
 
-describe("keyboard only", () => {
+describe.each(WIDTHS)("keyboard only at %i px", (width) => {
   it("the worker reaches Mark as Complete with Tab, presses Enter, and lands on the new state", async () => {
     const job = await newJob();
-    const worker = await openPage(browser, link("worker", job), { width: 375 });
+    const worker = await openPage(browser, link("worker", job), { width });
     await expectConnection(worker.tab, "live");
     const focusedText = () => worker.tab.evaluate(() => document.activeElement?.textContent ?? "");
     for (let i = 0; i < 30 && (await focusedText()) !== "Mark as Complete"; i++) {
@@ -288,14 +340,17 @@ describe("keyboard only", () => {
     expect(await focusedText()).toBe("Mark as Complete");
     await worker.tab.keyboard.press("Enter");
     await expectText(part.headline(worker.tab), "Waiting for client to approve completion");
-    await expect.poll(() => worker.tab.evaluate(() => document.activeElement?.id)).toBe("job-headline");
+    // On the job's title, just above the new state (which, a live region,
+    // is announced once rather than also read out for the focus).
+    await expect.poll(() => worker.tab.evaluate(() => document.activeElement?.id)).toBe("job-title");
+    await step("keyboard", "1-after-enter", { worker });
     await close(worker);
   });
 });
 
-describe("signing in", () => {
+describe.each(WIDTHS)("signing in at %i px", (width) => {
   it("a printed sign-in link signs in at once and leaves no token in the address bar", async () => {
-    const page = await openPage(browser, server.printed.links.client, { width: 375 });
+    const page = await openPage(browser, server.printed.links.client, { width });
     await expectConnection(page.tab, "live");
     await expectText(part.who(page.tab), "Signed in as client-alice");
     await expectText(page.tab.locator("#job-title"), "Job #1");
@@ -305,19 +360,51 @@ describe("signing in", () => {
     await page.tab.reload();
     await expectConnection(page.tab, "live");
     await expectText(part.who(page.tab), "Signed in as client-alice");
+    await step("sign-in", "0-linked", { page });
+    await close(page);
+  });
+
+  it("a kept token is never sent to another server that a link names", async () => {
+    // Anything that asks this address for anything is recorded, and CORS
+    // would let an authorized call through: only the page can hold it back.
+    const seen = [];
+    const trap = createServer((req, res) => {
+      seen.push({ method: req.method, authorization: req.headers.authorization });
+      res.writeHead(204, {
+        "access-control-allow-origin": "*",
+        "access-control-allow-methods": "POST",
+        "access-control-allow-headers": "authorization, content-type, x-grpc-web, x-user-agent, grpc-timeout",
+      });
+      res.end();
+    });
+    const trapPort = await freePort();
+    await new Promise((done) => trap.listen(trapPort, "127.0.0.1", done));
+    const page = await openPage(browser, server.printed.links.client, { width });
+    await expectConnection(page.tab, "live");
+    await page.tab.goto(`${pageOrigin}/?api=http://127.0.0.1:${trapPort}&job=1`);
+    await expect.poll(() => page.tab.locator("#sign-in").isVisible()).toBe(true);
+    await expectText(page.tab.locator("#sign-in-error"), `You were signed in to ${server.url}`);
+    expect(await page.tab.locator("#api").inputValue()).toBe(`http://127.0.0.1:${trapPort}`);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(seen).toEqual([]);
+    await step("sign-in", "4-other-server", { page });
+    trap.close();
+    await close(page);
+  });
+
+  it("a sign-in link with a refused token never shows anyone signed in", async () => {
+    const page = await openPage(browser, linkWith(foreignToken("client-alice"), 1), { width, init: recordSignIns });
+    await expect.poll(() => page.tab.locator("#sign-in").isVisible(), { timeout: LIVE }).toBe(true);
+    await expectText(page.tab.locator("#sign-in-error"), "The server refused this token");
+    expect(await connectionOf(page.tab)).toBe("signed-out");
+    expect(page.tab.url()).not.toContain("token=");
+    expect(await page.tab.evaluate(() => window.everSignedIn)).toEqual([]);
     await close(page);
   });
 
   it("a pasted export line is trimmed and accepted; garbage and refused tokens never show as signed in", async () => {
-    const page = await openPage(browser, `${pageOrigin}/?api=${server.url}`, { width: 375 });
     // Anything that ever says "Signed in" is recorded.
-    await page.tab.evaluate(() => {
-      window.everSignedIn = [];
-      new MutationObserver(() => {
-        const account = document.getElementById("account");
-        if (!account.hidden) window.everSignedIn.push(document.getElementById("who").textContent);
-      }).observe(document.body, { subtree: true, childList: true, attributes: true, characterData: true });
-    });
+    const page = await openPage(browser, `${pageOrigin}/?api=${server.url}`, { width, init: recordSignIns });
     await expect.poll(() => page.tab.locator("#sign-in").isVisible()).toBe(true);
     expect(await connectionOf(page.tab)).toBe("signed-out");
     await step("sign-in", "1-form", { page });
@@ -330,11 +417,21 @@ describe("signing in", () => {
     await tokenBox.fill("abc.def");
     await signIn.click();
     await expectText(page.tab.locator("#sign-in-error"), "does not look like a token");
+    expect(await tokenBox.getAttribute("aria-invalid")).toBe("true");
     await step("sign-in", "2-not-a-token", { page });
 
+    // A bad server address is marked on its own field.
+    const address = page.tab.getByLabel("Server address");
+    await tokenBox.fill(server.printed.tokens.client);
+    await address.fill("localhost:50051");
+    await signIn.click();
+    await expectText(page.tab.locator("#sign-in-error"), "The server address must look like");
+    expect(await address.getAttribute("aria-invalid")).toBe("true");
+    expect(await tokenBox.getAttribute("aria-invalid")).toBeNull();
+    await address.fill(server.url);
+
     // Well formed, but signed with a secret this server does not know.
-    const foreign = token("client-alice", { secret: "some-other-deployment-secret-0123456789" });
-    await tokenBox.fill(foreign);
+    await tokenBox.fill(foreignToken("client-alice"));
     await signIn.click();
     await expectText(page.tab.locator("#sign-in-error"), "The server refused this token");
     expect(await connectionOf(page.tab)).toBe("signed-out");
@@ -355,7 +452,7 @@ describe("signing in", () => {
   });
 
   it("the job list says each job's state in words and marks the open one", async () => {
-    const page = await openPage(browser, link("worker", 1), { width: 1280 });
+    const page = await openPage(browser, link("worker", 1), { width });
     await expectConnection(page.tab, "live");
     const current = page.tab.locator('#job-list a[aria-current="page"]');
     await expectText(current, "Job #1");
@@ -372,15 +469,16 @@ describe("signing in", () => {
     await page.tab.locator("#job-list a").first().focus();
     await page.tab.keyboard.press("Enter");
     await expectText(current, "Job #1");
-    await expectAccessible(page.tab, "job list");
+    await step("job-list", "1-list", { page });
     await close(page);
   });
 });
 
-describe("an embedding application signs the page in", () => {
+describe.each(WIDTHS)("an embedding application signs the page in, at %i px", (width) => {
   let embedder;
   let framed;
   let hooked;
+  let refreshing;
 
   beforeAll(async () => {
     // The page as an application would host it, told which origin may send
@@ -415,24 +513,34 @@ addEventListener("message", (e) => {
       "/config.js": `window.jobstatusConfig = { api: ${JSON.stringify(server.url)}, job: 1,
         getToken: async () => { window.asked = (window.asked || 0) + 1; return ${JSON.stringify(server.printed.tokens.client)}; } };`,
     });
+    // An application whose tokens are refused for its first 1.5 s (a
+    // rotated secret, a clock skew), then good again.
+    const refreshingPort = await freePort();
+    refreshing = { origin: `http://127.0.0.1:${refreshingPort}` };
+    refreshing.server = await servePage(join(WEB, "dist"), refreshingPort, {
+      "/config.js": `window.jobstatusConfig = { api: ${JSON.stringify(server.url)}, job: 1,
+        getToken: async () => performance.now() < 1500 ? ${JSON.stringify(foreignToken("client-alice"))} : ${JSON.stringify(server.printed.tokens.client)} };`,
+    });
   });
 
   afterAll(() => {
     embedder?.server.close();
     framed?.server.close();
     hooked?.server.close();
+    refreshing?.server.close();
   });
 
   it("by postMessage from the framing origin, and from no other", async () => {
-    const app = await openPage(browser, `${embedder.origin}/`, { width: 1280 });
+    const app = await openPage(browser, `${embedder.origin}/`, { width });
     const frame = app.tab.frameLocator("#jobs");
     await expectText(frame.locator("#who"), "Signed in as worker-bob");
     await expect.poll(() => frame.locator("#connection").getAttribute("data-state"), { timeout: LIVE }).toBe("live");
     expect(await frame.locator("#sign-in").isVisible()).toBe(false);
     expect(await app.tab.evaluate(() => window.heard)).toContain("jobstatus:ready");
+    await step("embedded", "0-framed", { app });
 
     // The same page opened directly ignores a token posted by anyone else.
-    const direct = await openPage(browser, `${framed.origin}/?job=1`, { width: 375 });
+    const direct = await openPage(browser, `${framed.origin}/?job=1`, { width });
     await direct.tab.evaluate((t) => window.postMessage({ type: "jobstatus:sign-in", token: t }, "*"), server.printed.tokens.client);
     await new Promise((r) => setTimeout(r, 500));
     expect(await connectionOf(direct.tab)).toBe("signed-out");
@@ -441,7 +549,8 @@ addEventListener("message", (e) => {
   });
 
   it("by a getToken hook in config.js, with no sign-in form", async () => {
-    const page = await openPage(browser, `${hooked.origin}/`, { width: 375 });
+    // A link's api= never overrides the application's own setting.
+    const page = await openPage(browser, `${hooked.origin}/?api=http://127.0.0.1:9`, { width });
     await expectConnection(page.tab, "live");
     await expectText(part.who(page.tab), "Signed in as client-alice");
     await expectText(page.tab.locator("#job-title"), "Job #1");
@@ -449,6 +558,18 @@ addEventListener("message", (e) => {
     expect(await page.tab.getByRole("button", { name: "Sign out" }).isVisible()).toBe(false);
     expect(await page.tab.evaluate(() => window.asked)).toBeGreaterThanOrEqual(1);
     await step("embedded", "1-hooked", { page });
+    await close(page);
+  });
+
+  it("a refused token from the hook is asked for again, and never shown as signed in meanwhile", async () => {
+    const page = await openPage(browser, `${refreshing.origin}/`, { width, init: recordSignIns });
+    await expectText(part.banner(page.tab), "The server refused the application's token");
+    await expectText(part.banner(page.tab), "Asking the application again in");
+    expect(await page.tab.evaluate(() => window.everSignedIn)).toEqual([]);
+    await step("embedded", "2-token-refused", { page });
+    await expectConnection(page.tab, "live");
+    await expectText(part.who(page.tab), "Signed in as client-alice");
+    expect(await part.banner(page.tab).isVisible()).toBe(false);
     await close(page);
   });
 });

@@ -32,6 +32,34 @@ export const part = {
   listItem: (tab, job) => tab.locator(`#job-list a[data-job-id="${job}"]`),
 };
 
+/**
+ * An `init` script for openPage: records, from the first moment, every
+ * time the page shows someone as signed in (`window.everSignedIn`).
+ */
+export function recordSignIns() {
+  window.everSignedIn = [];
+  document.addEventListener("DOMContentLoaded", () => {
+    new MutationObserver(() => {
+      const account = document.getElementById("account");
+      if (account && !account.hidden) window.everSignedIn.push(document.getElementById("who")?.textContent ?? "");
+    }).observe(document.body, { subtree: true, childList: true, attributes: true, characterData: true });
+  });
+}
+
+/** Every control in the action area, as a screen reader would be told of it. */
+export function actionControls(tab) {
+  return tab
+    .locator("#job-actions")
+    .locator("button, input, textarea")
+    .evaluateAll((controls) =>
+      controls.map((c) => ({
+        name: c.textContent || c.value || c.id,
+        disabled: c.disabled,
+        describedBy: c.getAttribute("aria-describedby") ?? "",
+      })),
+    );
+}
+
 export async function connectionOf(tab) {
   return part.indicator(tab).getAttribute("data-state");
 }

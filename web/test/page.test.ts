@@ -193,6 +193,9 @@ describe("the job's words, role by role", () => {
     ).toBe("client-alice approved completion (paying by cash)");
     for (const type of Object.values(EventType).filter((v): v is EventType => typeof v === "number")) {
       expect(describeEvent(event({ event: type, actorId: CLIENT }), WORKER)).not.toBe("");
+      // Only the payment's confirmation completes a job, and even that
+      // line names the payment: no event calls the job "completed".
+      expect(describeEvent(event({ event: type, actorId: CLIENT }), WORKER)).not.toMatch(/completed|paid\b/i);
     }
   });
 });
@@ -241,6 +244,14 @@ describe("signing in", () => {
       token: TOKEN,
       cleaned: "http://localhost:5173/?api=http%3A%2F%2F127.0.0.1%3A50051&job=1",
     });
+    // The printed links carry it in the fragment, which no server sees.
+    expect(takeTokenFromUrl(`http://localhost:5173/?api=http://127.0.0.1:50051&job=1#token=${TOKEN}`)).toEqual({
+      token: TOKEN,
+      cleaned: "http://localhost:5173/?api=http://127.0.0.1:50051&job=1",
+    });
+    expect(takeTokenFromUrl(`http://localhost:5173/?job=1#token=${TOKEN}&x=1`).cleaned).toBe(
+      "http://localhost:5173/?job=1#x=1",
+    );
     expect(takeTokenFromUrl("http://localhost:5173/?job=2")).toEqual({
       token: undefined,
       cleaned: "http://localhost:5173/?job=2",
@@ -274,6 +285,19 @@ describe("the connection indicator", () => {
       expect(combine([{ state: "live", attempt: 0 }, { state, attempt: 0 }])).toBe("live");
     }
     expect(combine([undefined, { state: "live", attempt: 0 }])).toBe("live");
+  });
+
+  it("is never live with no running watch: none yet, or only ones being replaced", () => {
+    expect(combine([])).toBe("connecting");
+    expect(combine([undefined, undefined])).toBe("connecting");
+    expect(combine([{ state: "cancelled", attempt: 0 }, { state: "cancelled", attempt: 0 }])).toBe("connecting");
+    expect(combine([{ state: "cancelled", attempt: 0 }, { state: "reconnecting", attempt: 1 }])).toBe("reconnecting");
+  });
+
+  it("says the device is offline before guessing about the server", () => {
+    const network = new ConnectError("Failed to fetch", Code.Unknown, undefined, undefined, new TypeError("x"));
+    const text = offlineReason("http://127.0.0.1:50051", "http://localhost:5173", network, true, false);
+    expect(text).toBe("This device is offline. The page reconnects as soon as the network is back.");
   });
 
   it("tells a stopped server from a refused origin from a server's own answer", () => {

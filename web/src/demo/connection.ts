@@ -25,10 +25,14 @@ export const CONNECTION_WORDS: Record<ConnectionState, string> = {
 
 /**
  * One state for all watches. A watch that stopped for good without a
- * connection problem (its job ended, access denied, closed) does not hold
- * the page back; a refused token signs the page out.
+ * connection problem (its job ended, access denied) does not hold the page
+ * back; a refused token signs the page out. A cancelled watch says nothing
+ * (it is being replaced), and with no watch heard from yet the page is
+ * still connecting, never live.
  */
 export function combine(statuses: readonly (WatchStatus | undefined)[]): ConnectionState {
+  const running = statuses.filter((s): s is WatchStatus => s !== undefined && s.state !== "cancelled");
+  if (running.length === 0) return "connecting";
   let worst: ConnectionState = "live";
   const rank: Record<ConnectionState, number> = {
     live: 0,
@@ -37,8 +41,7 @@ export function combine(statuses: readonly (WatchStatus | undefined)[]): Connect
     offline: 3,
     "signed-out": 4,
   };
-  for (const status of statuses) {
-    if (!status) continue;
+  for (const status of running) {
     let state: ConnectionState;
     switch (status.state) {
       case "unauthenticated":
@@ -84,7 +87,11 @@ export function offlineReason(
   origin: string,
   error: ConnectError | undefined,
   answers: boolean | undefined,
+  deviceOnline = true,
 ): string {
+  if (!deviceOnline) {
+    return "This device is offline. The page reconnects as soon as the network is back.";
+  }
   if (error && !isNetworkFailure(error)) {
     return `The server at ${api} is unavailable: ${error.rawMessage || error.message}. Retrying.`;
   }

@@ -6,14 +6,16 @@
  * file owns the DOM and the wiring.
  *
  * Must never show a state the server has not sent, act while not live,
- * keep a token in the address bar, or call a token "signed in" before the
- * server accepted it.
+ * keep a token in the address bar, call a token "signed in" before the
+ * server accepted it, or send a kept token to any server but the one that
+ * accepted it.
  *
  * Address parameters (all optional): `api=` the jobstatus server,
- * `job=` the job to open, `token=` a sign-in link's token (read once and
+ * `job=` the job to open, `#token=` a sign-in link's token (read once and
  * removed). An embedding application sets `window.jobstatusConfig`
- * (see `public/config.js`), posts `{ type: "jobstatus:sign-in", token }`,
- * or calls `window.jobstatus.signIn(token)`.
+ * (see `public/config.js`; then `api=` is ignored: the application says
+ * where its tokens go), posts `{ type: "jobstatus:sign-in", token }`, or
+ * calls `window.jobstatus.signIn(token)`.
  */
 import { Code, ConnectError } from "@connectrpc/connect";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
@@ -42,6 +44,7 @@ import {
 } from "./connection.js";
 import { embedMessage, parseToken, subjectOf, takeTokenFromUrl, type PageConfig } from "./session.js";
 import { STATE_WORDS, defaultFormatTime, describeEvent, roleOf, viewJob, type Action } from "./view.js";
+import { backoffDelay } from "../client/index.js";
 
 declare global {
   interface Window {
@@ -52,14 +55,21 @@ declare global {
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 
-/** Where a pasted or linked token is kept: this tab only, until it closes. */
+/**
+ * Where a pasted or linked token is kept: this tab only, until it closes,
+ * beside the server address that accepted it (it is sent nowhere else).
+ */
 const STORED_TOKEN = "jobstatus.token";
 const STORED_API = "jobstatus.api";
+/** The longest wait before asking the application for a token again. */
+const MAX_TOKEN_RETRY_MS = 60_000;
 const MAX_PROOF_CHARS = 2048;
 const MAX_REASON_CHARS = 2000;
 
 const config: PageConfig = window.jobstatusConfig ?? {};
 const embedded = window.parent !== window && Boolean(config.tokenOrigin);
+/** The embedding application, not the person, says who is signed in and where. */
+const appOwned = Boolean(config.getToken || config.tokenOrigin);
 
 let api = "";
 let token: TokenSource | undefined;
@@ -83,7 +93,19 @@ let signedOutReason = "";
 let actionKey = "";
 /** While the job watch is cut off: the revision it had and the changes replayed since. */
 let lost: { revision: bigint; missed: JobEvent[]; resynced: boolean } | undefined;
-let probe: { key: string; answers?: boolean } | undefined;
+/** What the page says after a catch-up; shown only once the page is live. */
+let caughtUpText = "";
+/** The last probe of the server (see `serverAnswers`), per address and attempt. */
+let probe: { api: string; attempt: number } | undefined;
+let answered: { api: string; answers: boolean } | undefined;
+/**
+ * Bumped on every sign-in, sign-out and job switch: callbacks of watches
+ * and sign-ins started before then find a newer value and do nothing.
+ */
+let signInGeneration = 0;
+let jobGeneration = 0;
+/** Asking the application for a token again after the server refused one. */
+let tokenRetry: { timer: ReturnType<typeof setTimeout>; attempt: number } | undefined;
 /** An action started from the keyboard or a click in the action area: keep focus near it. */
 let refocus = false;
 
@@ -91,7 +113,8 @@ let refocus = false;
 
 function start() {
   const params = new URLSearchParams(location.search);
-  api = config.api ?? params.get("api") ?? sessionStorage.getItem(STORED_API) ?? defaultApi();
+  const storedApi = sessionStorage.getItem(STORED_API);
+  api = config.api ?? (appOwned ? null : params.get("api")) ?? storedApi ?? defaultApi();
   const job = params.get("job") ?? (config.job !== undefined ? String(config.job) : null);
   openJobId = parseJobId(job);
 
@@ -99,6 +122,19 @@ function start() {
   if (cleaned !== location.href) history.replaceState(null, "", cleaned);
 
   $("sign-out").addEventListener("click", () => signOut());
+  // The browser knows before the streams do: offline, a connection is as
+  // good as gone (it may take a heartbeat timeout to notice); online, the
+  // next back-off attempt need not be waited for.
+  window.addEventListener("offline", () => {
+    listWatch?.reconnectNow("the device went offline");
+    jobWatch?.reconnectNow("the device went offline");
+    setConnection();
+  });
+  window.addEventListener("online", () => {
+    if (listStatus?.state === "reconnecting") listWatch?.reconnectNow();
+    if (jobStatus?.state === "reconnecting") jobWatch?.reconnectNow();
+    setConnection();
+  });
   $<HTMLFormElement>("sign-in-form").addEventListener("submit", onSignInForm);
   if (config.tokenOrigin) window.addEventListener("message", onEmbedMessage);
   window.jobstatus = {
@@ -116,7 +152,12 @@ function start() {
     if (parsed.ok) void signIn(parsed.token, { remember: true });
     else showSignIn(`The sign-in link's token is not usable: ${parsed.problem}`);
   } else if (sessionStorage.getItem(STORED_TOKEN)) {
-    void signIn(sessionStorage.getItem(STORED_TOKEN) ?? "", { remember: true });
+    if (storedApi === api) {
+      void signIn(sessionStorage.getItem(STORED_TOKEN) ?? "", { remember: true });
+    } else {
+      // A link to another server must not receive this tab's token.
+      showSignIn(`You were signed in to ${storedApi}; this page is for ${api}. Sign in to it to continue.`);
+    }
   } else {
     showSignIn("");
   }
@@ -136,36 +177,50 @@ function parseJobId(text: string | null | undefined): bigint | undefined {
 // ---- signing in and out ----------------------------------------------
 
 function showSignIn(problem: string) {
+  signInGeneration += 1;
   stopWatching();
   token = undefined;
   accepted = false;
   $("workspace").hidden = true;
   $("account").hidden = true;
-  if (config.getToken || embedded) {
+  if (appOwned) {
     // The application owns identity: no form, just what happened.
     $("sign-in").hidden = true;
     showBanner(problem || "Waiting for the application to sign you in.", "attention");
   } else {
     $("sign-in").hidden = false;
     $<HTMLInputElement>("api").value = api;
-    $("sign-in-error").textContent = problem;
+    setText($("sign-in-error"), problem);
     showBanner("");
   }
   setConnection();
+}
+
+/** Marks one sign-in field as wrong (or neither), for assistive technology too. */
+function markInvalid(field: "token" | "api" | undefined) {
+  for (const id of ["token", "api"] as const) {
+    if (id === field) $(id).setAttribute("aria-invalid", "true");
+    else $(id).removeAttribute("aria-invalid");
+  }
 }
 
 function onSignInForm(e: SubmitEvent) {
   e.preventDefault();
   const parsed = parseToken($<HTMLTextAreaElement>("token").value);
   const address = $<HTMLInputElement>("api").value.trim().replace(/\/+$/, "");
-  if (!/^https?:\/\/[^/?#\s]+$/.test(address)) {
-    $("sign-in-error").textContent = "The server address must look like https://jobs.example.com or http://localhost:50051.";
-    return;
-  }
   if (!parsed.ok) {
     $("sign-in-error").textContent = parsed.problem;
+    markInvalid("token");
+    $("token").focus();
     return;
   }
+  if (!/^https?:\/\/[^/?#\s]+$/.test(address)) {
+    $("sign-in-error").textContent = "The server address must look like https://jobs.example.com or http://localhost:50051.";
+    markInvalid("api");
+    $("api").focus();
+    return;
+  }
+  markInvalid(undefined);
   api = address;
   sessionStorage.setItem(STORED_API, api);
   const url = new URL(location.href);
@@ -192,16 +247,31 @@ function tellParent(message: Record<string, string>) {
 }
 
 async function signIn(source: TokenSource, { remember }: { remember: boolean }) {
+  const generation = ++signInGeneration;
   stopWatching();
+  const stillCurrent = () => generation === signInGeneration;
   let first: string;
   try {
     first = await resolveToken(source);
   } catch (error) {
-    showSignIn(`Could not get a token from the application: ${String(error)}`);
+    if (!stillCurrent()) return;
+    if (source === config.getToken) {
+      retryTokenLater(`The application could not give a token: ${String(error)}.`);
+    } else {
+      showSignIn(`Could not get a token from the application: ${String(error)}`);
+    }
+    return;
+  }
+  // Another sign-in or a sign-out came while the token was being fetched.
+  if (!stillCurrent()) return;
+  const parsedFirst = parseToken(first);
+  if (!parsedFirst.ok) {
+    if (source === config.getToken) retryTokenLater(`The application's token is not usable: ${parsedFirst.problem}`);
+    else showSignIn(parsedFirst.problem);
     return;
   }
   token = source;
-  me = subjectOf(first);
+  me = subjectOf(parsedFirst.token);
   accepted = false;
   signedOutReason = "";
   jobs = new Map();
@@ -213,8 +283,10 @@ async function signIn(source: TokenSource, { remember }: { remember: boolean }) 
   showBanner("");
 
   const onAccepted = () => {
-    if (accepted) return;
+    if (accepted || !stillCurrent()) return;
     accepted = true;
+    if (tokenRetry) clearTimeout(tokenRetry.timer);
+    tokenRetry = undefined;
     if (remember && typeof source === "string") {
       sessionStorage.setItem(STORED_TOKEN, source);
       sessionStorage.setItem(STORED_API, api);
@@ -227,10 +299,12 @@ async function signIn(source: TokenSource, { remember }: { remember: boolean }) 
     client,
     token: source,
     onUpdate: (latest) => {
+      if (!stillCurrent()) return;
       jobs = new Map(latest);
       renderList();
     },
     onStatus: (status) => {
+      if (!stillCurrent()) return;
       listStatus = status;
       if (status.state === "live") onAccepted();
       if (status.state === "unauthenticated") refused(status.error);
@@ -247,23 +321,50 @@ function refused(error: ConnectError | undefined) {
   sessionStorage.removeItem(STORED_TOKEN);
   signedOutReason = accepted ? `You were signed out: ${why}.` : `The server refused this token: ${why}.`;
   tellParent({ type: "jobstatus:signed-out", reason: why });
-  showSignIn(`${signedOutReason} Sign in again.`);
+  if (config.getToken) {
+    // The application refreshes tokens; ask it again rather than stall.
+    retryTokenLater(`The server refused the application's token: ${why}.`);
+  } else if (embedded) {
+    showSignIn(`${signedOutReason} Waiting for the application to sign you in again.`);
+  } else {
+    showSignIn(`${signedOutReason} Sign in again.`);
+  }
+}
+
+/** With a `getToken` hook: show why, then ask the application again, backing off. */
+function retryTokenLater(why: string) {
+  const attempt = (tokenRetry?.attempt ?? 0) + 1;
+  const wait = backoffDelay(attempt, { initialMs: 2_000, maxMs: MAX_TOKEN_RETRY_MS });
+  showSignIn(`${why} Asking the application again in ${Math.ceil(wait / 1000)} s.`);
+  if (tokenRetry) clearTimeout(tokenRetry.timer);
+  const getToken = config.getToken;
+  tokenRetry = {
+    attempt,
+    timer: setTimeout(() => {
+      if (getToken) void signIn(getToken, { remember: false });
+    }, wait),
+  };
 }
 
 function signOut() {
   sessionStorage.removeItem(STORED_TOKEN);
+  if (tokenRetry) clearTimeout(tokenRetry.timer);
+  tokenRetry = undefined;
   tellParent({ type: "jobstatus:signed-out", reason: "signed out" });
   showSignIn("");
 }
 
 function stopWatching() {
-  listWatch?.cancel();
-  jobWatch?.cancel();
+  jobGeneration += 1;
+  const [list, job] = [listWatch, jobWatch];
   listWatch = jobWatch = undefined;
+  list?.cancel();
+  job?.cancel();
   listStatus = jobStatus = undefined;
   current = undefined;
   jobProblem = undefined;
   lost = undefined;
+  caughtUpText = "";
   actionKey = "";
 }
 
@@ -271,15 +372,19 @@ function stopWatching() {
 
 function openJob(id: bigint, { onAccepted }: { onAccepted?: () => void } = {}) {
   if (!client || !token) return;
-  jobWatch?.cancel();
+  const generation = ++jobGeneration;
+  const stillOpen = () => generation === jobGeneration;
+  const previous = jobWatch;
+  jobWatch = undefined;
+  previous?.cancel();
   jobStatus = undefined;
+  caughtUpText = "";
   openJobId = id;
   current = undefined;
   jobProblem = undefined;
   lost = undefined;
   actionKey = "";
   $("job-action-error").textContent = "";
-  $("job-caught-up").hidden = true;
   const url = new URL(location.href);
   url.searchParams.set("job", id.toString());
   history.replaceState(null, "", url);
@@ -287,15 +392,18 @@ function openJob(id: bigint, { onAccepted }: { onAccepted?: () => void } = {}) {
     client,
     token,
     onUpdate: (job, change) => {
+      if (!stillOpen()) return;
       if (lost) {
         if (change.event) lost.missed.push(change.event);
         else lost.resynced = true;
+      } else {
+        caughtUpText = "";
       }
       current = job;
-      if (!lost) $("job-caught-up").hidden = true;
       update();
     },
     onStatus: (status) => {
+      if (!stillOpen()) return;
       jobStatus = status;
       switch (status.state) {
         case "live":
@@ -333,17 +441,17 @@ function openJob(id: bigint, { onAccepted }: { onAccepted?: () => void } = {}) {
 function caughtUp() {
   const was = lost;
   lost = undefined;
-  const notice = $("job-caught-up");
   if (!was || !current || current.revision === was.revision) {
-    notice.hidden = true;
+    caughtUpText = "";
     return;
   }
-  const what = was.missed.map((event) => describeEvent(event, me));
-  notice.textContent =
+  // Only what the page had not shown before the cut.
+  const missed = was.missed.filter((event) => event.revision > was.revision);
+  const what = missed.map((event) => describeEvent(event, me));
+  caughtUpText =
     what.length > 0 && !was.resynced
       ? `Back online. While you were away, ${what.join("; then ")}.`
       : "Back online. This job changed while you were away; it is shown as it is now.";
-  notice.hidden = false;
 }
 
 // ---- rendering --------------------------------------------------------
@@ -352,37 +460,52 @@ function update() {
   setConnection();
   renderList();
   renderJob();
+  const notice = $("job-caught-up");
+  const show = Boolean(caughtUpText) && connection === "live";
+  if (show) setText(notice, caughtUpText);
+  notice.hidden = !show;
 }
 
 function setConnection() {
   connection = token ? combine([listStatus, jobStatus]) : "signed-out";
   const indicator = $("connection");
   indicator.dataset.state = connection;
-  $("connection-text").textContent = CONNECTION_WORDS[connection];
+  setText($("connection-text"), CONNECTION_WORDS[connection]);
   const retrying = [listStatus, jobStatus].find((s) => s?.state === "reconnecting");
   indicator.title = retrying?.retryInMs !== undefined ? `Next attempt in ${Math.ceil(retrying.retryInMs / 1000)} s` : "";
   if (connection === "offline") {
     const error = retrying?.error;
-    const key = `${error?.code}:${retrying?.attempt}`;
-    if (isNetworkFailure(error) && probe?.key !== key) {
-      const asked = { key } as { key: string; answers?: boolean };
+    const attempt = retrying?.attempt ?? 0;
+    if (navigator.onLine && isNetworkFailure(error) && (probe?.api !== api || probe.attempt !== attempt)) {
+      // Asked again on every attempt (the server may come back behind a
+      // refusing proxy), but the banner keeps the last answer meanwhile.
+      const asked = { api, attempt };
       probe = asked;
       void serverAnswers(api).then((answers) => {
-        asked.answers = answers;
-        if (probe === asked) setConnection();
+        if (asked.api !== api) return;
+        const changed = answered?.api !== api || answered.answers !== answers;
+        answered = { api, answers };
+        if (changed) setConnection();
       });
     }
-    showBanner(offlineReason(api, location.origin, error, probe?.key === key ? probe.answers : undefined));
+    const answers = isNetworkFailure(error) && answered?.api === api ? answered.answers : undefined;
+    showBanner(offlineReason(api, location.origin, error, answers, navigator.onLine));
   } else if (token) {
-    showBanner("");
+    showBanner(connection === "reconnecting" && !navigator.onLine ? offlineReason(api, location.origin, undefined, undefined, false) : "");
   }
 }
 
+/** Writes only on change: the banner is an alert and is announced on every write. */
 function showBanner(text: string, tone: "danger" | "attention" = "danger") {
   const banner = $("connection-detail");
-  banner.textContent = text;
-  banner.dataset.tone = tone;
+  setText(banner, text);
+  if (banner.dataset.tone !== tone) banner.dataset.tone = tone;
   banner.hidden = !text;
+}
+
+/** Sets an element's text only when it differs, so live regions do not repeat themselves. */
+function setText(element: HTMLElement, text: string) {
+  if (element.textContent !== text) element.textContent = text;
 }
 
 function renderList() {
@@ -435,7 +558,7 @@ function renderJob() {
   $("job-none").hidden = !none;
   $("job-body").hidden = none;
   if (none) return;
-  $("job-title").textContent = `Job #${openJobId}`;
+  setText($("job-title"), `Job #${openJobId}`);
   const badge = $("job-badge");
   const headline = $("job-headline");
   const details = $<HTMLUListElement>("job-details");
@@ -443,13 +566,16 @@ function renderJob() {
   const updated = $("job-updated");
   if (jobProblem || !current) {
     badge.hidden = true;
-    people.textContent = "";
-    updated.textContent = "";
-    headline.textContent = jobProblem
-      ? jobProblem.kind === "denied"
-        ? "You don't have access to this job."
-        : "This job cannot be shown."
-      : "Loading…";
+    setText(people, "");
+    setText(updated, "");
+    setText(
+      headline,
+      jobProblem
+        ? jobProblem.kind === "denied"
+          ? "You don't have access to this job."
+          : "This job cannot be shown."
+        : "Loading…",
+    );
     setList(details, jobProblem ? [jobProblem.message] : []);
     setAction(undefined);
     return;
@@ -458,18 +584,20 @@ function renderJob() {
   const view = viewJob(job, me);
   const role = roleOf(job, me);
   badge.hidden = false;
-  badge.textContent = view.badge.text;
+  setText(badge, view.badge.text);
   badge.dataset.tone = view.badge.tone;
   const worker = job.workerId || "not assigned yet";
-  people.textContent =
+  setText(
+    people,
     role === "client"
       ? `You are the client · Worker: ${worker}`
       : role === "worker"
         ? `You are the worker · Client: ${job.clientId}`
-        : `Client: ${job.clientId} · Worker: ${worker}`;
-  headline.textContent = view.headline;
+        : `Client: ${job.clientId} · Worker: ${worker}`,
+  );
+  setText(headline, view.headline);
   setList(details, view.details);
-  updated.textContent = job.updatedAt ? `Last change: ${defaultFormatTime(timestampDate(job.updatedAt))}` : "";
+  setText(updated, job.updatedAt ? `Last change: ${defaultFormatTime(timestampDate(job.updatedAt))}` : "");
   setAction(view.action);
 }
 
@@ -494,20 +622,28 @@ function setAction(action: Action | undefined) {
   if (key !== actionKey) {
     actionKey = key;
     $("job-action-error").textContent = "";
-    // A keyboard user whose button just went away lands on the new state,
-    // not at the top of the document.
+    // A keyboard user whose button just went away lands on the job's
+    // title, just above the new state, not at the top of the document.
+    // (Not on the state itself: it is a live region, and would be read
+    // twice, once for the focus and once as an announcement.)
     const hadFocus = area.contains(document.activeElement) || refocus;
     refocus = false;
     area.replaceChildren(...(action ? buildAction(action) : []));
-    if (hadFocus) $("job-headline").focus();
+    if (hadFocus) $("job-title").focus();
   }
   const live = connection === "live";
-  $("job-paused").hidden = !action || live;
+  const paused = Boolean(action) && !live;
+  $("job-paused").hidden = !paused;
   for (const control of area.querySelectorAll<HTMLButtonElement | HTMLInputElement | HTMLTextAreaElement>(
     "button, input, textarea",
   )) {
     const ready = control.dataset.ready ? control.dataset.ready === "yes" : true;
     control.disabled = !live || busy || (control instanceof HTMLButtonElement && !ready);
+    // Why it is disabled, for screen readers too (the hint keeps its own ids).
+    const described = (control.getAttribute("aria-describedby") ?? "").split(" ").filter((id) => id && id !== "job-paused");
+    if (paused) described.push("job-paused");
+    if (described.length > 0) control.setAttribute("aria-describedby", described.join(" "));
+    else control.removeAttribute("aria-describedby");
   }
 }
 

@@ -1,6 +1,6 @@
 /**
  * Who is signed in, and how a token reaches the page: pasted (forgivingly
- * cleaned), a `token=` sign-in link (read once, then removed from the
+ * cleaned), a sign-in link's `#token=` (read once, then removed from the
  * address bar), the embedding application's hook, or `postMessage` from
  * the embedding window. Pure parsing here; the page wires it.
  *
@@ -98,12 +98,18 @@ export function embedMessage(data: unknown): EmbedMessage | undefined {
 }
 
 /**
- * Reads `token=` from a sign-in link and returns the address without it,
- * so the token does not stay in the address bar, history or bookmarks.
+ * Reads a sign-in link's token, from the fragment (`#token=`, never sent
+ * to any server) or the query (`?token=`), and returns the address without
+ * it, so the token does not stay in the address bar, history or bookmarks.
  */
 export function takeTokenFromUrl(href: string): { token?: string; cleaned: string } {
   const url = new URL(href);
-  const token = url.searchParams.get("token") ?? undefined;
-  url.searchParams.delete("token");
-  return { token: token || undefined, cleaned: url.toString() };
+  const fragment = new URLSearchParams(url.hash.replace(/^#/, ""));
+  const token = fragment.get("token") || url.searchParams.get("token") || undefined;
+  fragment.delete("token");
+  // Deleting re-encodes the whole query: only when there is one to delete.
+  if (url.searchParams.has("token")) url.searchParams.delete("token");
+  const rest = fragment.toString();
+  url.hash = rest ? `#${rest}` : "";
+  return { token, cleaned: url.toString() };
 }
