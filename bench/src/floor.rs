@@ -404,3 +404,55 @@ pub fn run(args: &FloorArgs) -> Result<FloorResult, String> {
         payload_bytes,
     })
 }
+
+/// The fewest operations the floor measures, however few the real run
+/// did: CPU time is read in 10 ms ticks, and the floor costs a few µs per
+/// operation, so fewer would round to nothing. (Changes cycle over the
+/// same jobs; a per-operation figure does not depend on the count.)
+pub const MIN_OPS: usize = 20_000;
+
+/// Runs the storage floor in a process of its own (this binary's
+/// `storage-floor`), so that nothing else (the load generator's runtime,
+/// its threads) shares its CPU figure. `label` names the file in `tmp`.
+pub async fn in_own_process(
+    self_bin: &std::path::Path,
+    tmp: &std::path::Path,
+    label: &str,
+    op: FloorOp,
+    jobs: usize,
+    ops: usize,
+    batch: usize,
+) -> Result<FloorResult, String> {
+    let database = tmp.join(format!("floor-{label}.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
+    }
+    let op_name = match op {
+        FloorOp::Change => "change",
+        FloorOp::Create => "create",
+        FloorOp::Read => "read",
+    };
+    let output = tokio::process::Command::new(self_bin)
+        .arg("storage-floor")
+        .arg("--database")
+        .arg(&database)
+        .args(["--op", op_name])
+        .args(["--jobs", &jobs.max(1).to_string()])
+        .args(["--ops", &ops.max(MIN_OPS).to_string()])
+        .args(["--batch", &batch.max(1).to_string()])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("storage floor: cannot start: {e}"))?;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
+    }
+    if !output.status.success() {
+        return Err(format!(
+            "storage floor ({op_name}) failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("storage floor ({op_name}): unreadable answer: {e}"))
+}

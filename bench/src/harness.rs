@@ -125,6 +125,21 @@ impl Cluster {
         self.servers.iter().map(Server::cpu_secs).sum()
     }
 
+    /// The servers' CPU and writer batches so far, summed over replicas.
+    pub async fn mark(&self) -> Mark {
+        let mut mark = Mark {
+            cpu_secs: self.cpu_secs(),
+            batches: Some((0.0, 0.0)),
+        };
+        for s in &self.servers {
+            mark.batches = match (mark.batches, s.writer_batches().await) {
+                (Some((sum, count)), Some((s2, c2))) => Some((sum + s2, count + c2)),
+                _ => None,
+            };
+        }
+        mark
+    }
+
     pub async fn stop(self) {
         for s in self.servers {
             s.stop().await;
@@ -137,7 +152,43 @@ impl Cluster {
 pub struct Server {
     pub addr: SocketAddr,
     pub pid: Option<u32>,
+    /// The real server's `--metrics-listen` address (one we started).
+    metrics: Option<SocketAddr>,
     child: Option<Child>,
+}
+
+/// A server's counters at one moment, to take the difference of two.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    pub cpu_secs: Option<f64>,
+    /// The writer's committed batches: (changes in them, batches).
+    pub batches: Option<(f64, f64)>,
+}
+
+/// What a phase between two marks cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Phase {
+    /// Server CPU per operation, µs.
+    pub cpu_per_op_us: Option<f64>,
+    /// Mean changes per committed batch during the phase.
+    pub batch_mean: Option<f64>,
+}
+
+impl Mark {
+    pub fn until(&self, later: &Mark, ops: usize) -> Phase {
+        let cpu = match (self.cpu_secs, later.cpu_secs) {
+            (Some(a), Some(b)) if ops > 0 => Some((b - a) * 1e6 / ops as f64),
+            _ => None,
+        };
+        let batch_mean = match (self.batches, later.batches) {
+            (Some((s0, c0)), Some((s1, c1))) if c1 > c0 => Some((s1 - s0) / (c1 - c0)),
+            _ => None,
+        };
+        Phase {
+            cpu_per_op_us: cpu,
+            batch_mean,
+        }
+    }
 }
 
 fn free_port() -> Result<u16, String> {
@@ -155,11 +206,16 @@ impl Server {
             return Ok(Server {
                 addr,
                 pid: spec.connect_pid,
+                metrics: None,
                 child: None,
             });
         }
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let metrics: Option<SocketAddr> = match target {
+            Target::Real => Some(([127, 0, 0, 1], free_port()?).into()),
+            Target::Bare => None,
+        };
         let streams = spec.max_streams.to_string();
         let mut cmd = match target {
             Target::Real => {
@@ -178,6 +234,11 @@ impl Server {
                     .arg(url)
                     .args(&spec.extra_args)
                     .env("JOBSTATUS_JWT_SECRET", &spec.secret);
+                if let Some(m) = metrics {
+                    // The writer's batch sizes, which the durable floor
+                    // batches like (scraped between phases, not during).
+                    cmd.arg("--metrics-listen").arg(m.to_string());
+                }
                 if !spec.shipped_limits {
                     // Capacity workloads open far more connections and
                     // watches (one user watching a job 20 000 times) than
@@ -223,6 +284,7 @@ impl Server {
                 return Ok(Server {
                     addr,
                     pid,
+                    metrics,
                     child: Some(child),
                 });
             }
@@ -232,6 +294,47 @@ impl Server {
             "the {} server did not listen on {addr} within 15 s",
             target.name()
         ))
+    }
+
+    /// The writer's committed batches so far, (changes, batches), from the
+    /// real server's metrics endpoint; None for the baseline or on error.
+    pub async fn writer_batches(&self) -> Option<(f64, f64)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.metrics?;
+        let scrape = async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+            stream
+                .write_all(b"GET /metrics HTTP/1.0\r\nHost: bench\r\n\r\n")
+                .await
+                .ok()?;
+            let mut body = String::new();
+            stream.read_to_string(&mut body).await.ok()?;
+            Some(body)
+        };
+        let body = tokio::time::timeout(Duration::from_secs(5), scrape)
+            .await
+            .ok()??;
+        let total = |name: &str| -> f64 {
+            body.lines()
+                .filter(|l| {
+                    l.strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let name = jobstatus::telemetry::metrics::BATCH_SIZE;
+        Some((
+            total(&format!("{name}_sum")),
+            total(&format!("{name}_count")),
+        ))
+    }
+
+    pub async fn mark(&self) -> Mark {
+        Mark {
+            cpu_secs: self.cpu_secs(),
+            batches: self.writer_batches().await,
+        }
     }
 
     /// Resident set size in KiB, from /proc.

@@ -191,6 +191,7 @@ struct Record<'a> {
     rows: &'a [Row],
     curves: &'a [Curve],
     targets: &'a [report::TargetCheck],
+    durable_floor: &'a [report::FloorLine],
     errors: &'a [String],
     total_seconds: f64,
 }
@@ -481,7 +482,9 @@ async fn run(mut args: RunArgs) -> ExitCode {
     }
 
     let checks = report::targets(&rows);
+    let floor = report::durable_floor(&rows);
     println!("{}", report::table(&rows, &checks));
+    print!("{}", report::floor_table(&floor));
     let record = Record {
         tool: "jobstatus-bench",
         started_at,
@@ -493,6 +496,7 @@ async fn run(mut args: RunArgs) -> ExitCode {
         rows: &rows,
         curves: &curves,
         targets: &checks,
+        durable_floor: &floor,
         errors: &errors,
         total_seconds: started.elapsed().as_secs_f64(),
     };

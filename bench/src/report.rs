@@ -155,6 +155,135 @@ fn fmt_value(v: f64) -> String {
     }
 }
 
+/// One operation's server CPU against its durable floor: what the bare
+/// server spends on the same operation plus what its storage costs done
+/// the cheapest correct way (`storage-floor`).
+#[derive(Debug, Clone, Serialize)]
+pub struct FloorLine {
+    pub operation: String,
+    /// µs of server CPU per operation.
+    pub real_us: f64,
+    pub bare_us: Option<f64>,
+    pub storage_floor_us: Option<f64>,
+    pub durable_floor_us: Option<f64>,
+    pub real_over_bare: Option<f64>,
+    pub real_over_floor: Option<f64>,
+    /// The target: real ÷ durable floor ≤ 1.3.
+    pub met: Option<bool>,
+}
+
+/// The target for real ÷ durable floor (server CPU per operation).
+pub const FLOOR_TARGET: f64 = 1.3;
+
+/// Every operation with a CPU figure on a real row, against its floor.
+pub fn durable_floor(rows: &[Row]) -> Vec<FloorLine> {
+    // (workload, real/bare CPU metric, storage floor metric, name)
+    const OPS: [(&str, &str, &str, &str); 5] = [
+        (
+            "W1",
+            "cpu_per_transition",
+            "floor_transition_us",
+            "W1 transition (1 call + 2 deliveries)",
+        ),
+        (
+            "W1",
+            "open_cpu_per_stream",
+            "floor_open_us",
+            "WatchJob open (snapshot included)",
+        ),
+        (
+            "W1",
+            "create_cpu_per_job",
+            "floor_create_us",
+            "CreateJob (W1 set-up)",
+        ),
+        (
+            "W4",
+            "server_cpu_per_call",
+            "floor_call_us",
+            "W4 MarkComplete",
+        ),
+        (
+            "W4",
+            "create_cpu_per_job",
+            "floor_create_us",
+            "CreateJob (W4 set-up)",
+        ),
+    ];
+    let mut lines = Vec::new();
+    for (workload, cpu, floor, name) in OPS {
+        for real in rows
+            .iter()
+            .filter(|r| r.workload == workload && r.target == Target::Real && r.ok)
+        {
+            let Some(real_us) = real.metric(cpu) else {
+                continue;
+            };
+            let bare_us = find(rows, workload, real.size, Target::Bare).and_then(|b| b.metric(cpu));
+            let storage_floor_us = real.metric(floor);
+            let durable_floor_us = match (bare_us, storage_floor_us) {
+                (Some(b), Some(f)) => Some(b + f),
+                _ => None,
+            };
+            let ratio = |d: Option<f64>| d.filter(|d| *d > 0.0).map(|d| real_us / d);
+            let real_over_floor = ratio(durable_floor_us);
+            let size = match workload {
+                "W1" => format!(", J={}", real.size),
+                _ => String::new(),
+            };
+            lines.push(FloorLine {
+                operation: format!("{name}{size}"),
+                real_us,
+                bare_us,
+                storage_floor_us,
+                durable_floor_us,
+                real_over_bare: ratio(bare_us),
+                real_over_floor,
+                met: real_over_floor.map(|r| r <= FLOOR_TARGET),
+            });
+        }
+    }
+    lines
+}
+
+/// The durable-floor table: µs of server CPU per operation.
+pub fn floor_table(lines: &[FloorLine]) -> String {
+    let mut out = String::new();
+    if lines.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\nServer CPU per operation against the durable floor (bare + storage floor), µs; target real/floor <= {FLOOR_TARGET}x"
+    );
+    let _ = writeln!(
+        out,
+        "  {:<48} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}  target",
+        "operation", "real", "bare", "storage", "floor", "real/bare", "real/floor"
+    );
+    let opt = |v: Option<f64>| v.map(fmt_value).unwrap_or_else(|| "-".into());
+    let times = |v: Option<f64>| v.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into());
+    for l in lines {
+        let _ = writeln!(
+            out,
+            "  {:<48} {:>8} {:>8} {:>8} {:>8} {:>9} {:>10}  {}",
+            l.operation,
+            fmt_value(l.real_us),
+            opt(l.bare_us),
+            opt(l.storage_floor_us),
+            opt(l.durable_floor_us),
+            times(l.real_over_bare),
+            times(l.real_over_floor),
+            match l.met {
+                Some(true) => "MET",
+                Some(false) => "NOT MET",
+                None => "-",
+            }
+        );
+    }
+    out
+}
+
 /// The side-by-side table: each figure for real, bare and their ratio.
 pub fn table(rows: &[Row], checks: &[TargetCheck]) -> String {
     let mut out = String::new();

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 
+use crate::floor::{self, FloorOp};
 use crate::harness::{
     Cluster, Progress, Server, ServerSpec, Target, Tokens, Via, WatchOutcome, WatchShared, authed,
     connect_many, create_jobs, grpc_web_watcher, new_histogram, record_ns, summarize, wait_for,
@@ -192,7 +193,88 @@ pub async fn w1(ctx: &Ctx, target: Target, j: usize) -> Result<Row, String> {
     let cluster = Cluster::start(&ctx.spec, target, &name, ctx.spec.replicas).await?;
     let result = w1_inner(ctx, &cluster, target, j).await;
     cluster.stop().await;
-    result
+    let mut row = result?;
+    // The same storage work done the cheapest correct way, measured with
+    // the server stopped: J creations, 2J job reads (the watches' opens),
+    // 2J changes, batched as the real writer batched them.
+    add_floor(
+        ctx,
+        &mut row,
+        &name,
+        "create_batch_mean",
+        FloorOp::Create,
+        j,
+        j,
+        "floor_create_us",
+    )
+    .await;
+    add_floor(
+        ctx,
+        &mut row,
+        &name,
+        "",
+        FloorOp::Read,
+        j,
+        2 * j,
+        "floor_open_us",
+    )
+    .await;
+    add_floor(
+        ctx,
+        &mut row,
+        &name,
+        "change_batch_mean",
+        FloorOp::Change,
+        j,
+        2 * j,
+        "floor_transition_us",
+    )
+    .await;
+    Ok(row)
+}
+
+/// Runs the storage floor for one operation of a real SQLite row and puts
+/// its CPU per operation (µs) into `row` as `metric`. The batch is the
+/// row's `batch_metric` (the writer's mean batch, rounded), 1 if none.
+#[allow(clippy::too_many_arguments)]
+async fn add_floor(
+    ctx: &Ctx,
+    row: &mut Row,
+    label: &str,
+    batch_metric: &str,
+    op: FloorOp,
+    jobs: usize,
+    ops: usize,
+    metric: &'static str,
+) {
+    if row.target != Target::Real || !row.ok {
+        return;
+    }
+    if ctx.spec.database_url.is_some() || ctx.spec.connect.is_some() {
+        if !row.notes.iter().any(|n| n.starts_with("storage floor")) {
+            row.notes
+                .push("storage floor: measured for the embedded SQLite database only".into());
+        }
+        return;
+    }
+    let batch = row
+        .metric(batch_metric)
+        .map_or(1, |b| b.round().max(1.0) as usize);
+    match floor::in_own_process(
+        &ctx.spec.self_bin,
+        &ctx.spec.tmp_dir,
+        label,
+        op,
+        jobs,
+        ops,
+        batch,
+    )
+    .await
+    {
+        Ok(f) if f.ops > 0 => row.put(metric, "us", f.cpu_secs * 1e6 / f.ops as f64),
+        Ok(_) => {}
+        Err(e) => row.notes.push(e),
+    }
 }
 
 async fn w1_inner(ctx: &Ctx, server: &Cluster, target: Target, j: usize) -> Result<Row, String> {
@@ -209,6 +291,7 @@ async fn w1_inner(ctx: &Ctx, server: &Cluster, target: Target, j: usize) -> Resu
     }
     let connections: usize = watch.iter().map(Vec::len).sum();
     let ids = ctx.alloc(j);
+    let before_create = server.mark().await;
     let (failed, first) = create_jobs(
         &rpc[0],
         &ctx.service,
@@ -218,6 +301,8 @@ async fn w1_inner(ctx: &Ctx, server: &Cluster, target: Target, j: usize) -> Resu
         &label,
     )
     .await;
+    let before_open = server.mark().await;
+    let create = before_create.until(&before_open, j);
     if failed > 0 {
         return Err(format!(
             "{label}: {failed} CreateJob calls failed, first: {first:?}"
@@ -251,11 +336,13 @@ async fn w1_inner(ctx: &Ctx, server: &Cluster, target: Target, j: usize) -> Resu
     await_snapshots(&shared, watchers, deadline, &label).await;
     let ready = shared.ready.load(Ordering::Relaxed);
     let open_failures = shared.failed.load(Ordering::Relaxed);
+    let before_changes = server.mark().await;
+    let open = before_open.until(&before_changes, watchers);
 
     // The phase: every job MarkComplete, then ApproveCompletion(GCASH).
     let starts: Arc<Vec<AtomicU64>> = Arc::new((0..2 * j).map(|_| AtomicU64::new(0)).collect());
     let rss_before = server.rss_kib();
-    let cpu_before = server.cpu_secs();
+    let cpu_before = before_changes.cpu_secs;
     let deadline = Instant::now() + k.phase_timeout;
     let t0 = shared.now_ns();
     let completed = Arc::new(AtomicUsize::new(0));
@@ -346,7 +433,9 @@ async fn w1_inner(ctx: &Ctx, server: &Cluster, target: Target, j: usize) -> Resu
     };
     wait_for(deadline, ready, mid_failures).await;
     p.finish();
-    let cpu_after = server.cpu_secs();
+    let after_changes = server.mark().await;
+    let changes = before_changes.until(&after_changes, 2 * j);
+    let cpu_after = after_changes.cpu_secs;
     let rss_after = server.rss_kib();
     let stream_failures = shared.failed.load(Ordering::Relaxed);
     let first_error = shared.first_error();
@@ -394,6 +483,12 @@ async fn w1_inner(ctx: &Ctx, server: &Cluster, target: Target, j: usize) -> Resu
     row.put("connections", "", connections as f64);
     row.put("replicas", "", n as f64);
     row.put_opt("server_cpu", "s", cpu_delta(cpu_before, cpu_after));
+    // Per operation: a transition is one call and its two deliveries.
+    row.put_opt("cpu_per_transition", "us", changes.cpu_per_op_us);
+    row.put_opt("change_batch_mean", "", changes.batch_mean);
+    row.put_opt("open_cpu_per_stream", "us", open.cpu_per_op_us);
+    row.put_opt("create_cpu_per_job", "us", create.cpu_per_op_us);
+    row.put_opt("create_batch_mean", "", create.batch_mean);
     row.put_opt("server_rss_before", "MiB", mib(rss_before));
     row.put_opt("server_rss_after", "MiB", mib(rss_after));
     row.check(received == expected, || {
@@ -721,10 +816,36 @@ async fn w3_inner(
 
 pub async fn w4(ctx: &Ctx, target: Target) -> Result<Row, String> {
     let n = ctx.knobs.w4_jobs;
-    let cluster = Cluster::start(&ctx.spec, target, &server_name("w4", n, target), 1).await?;
+    let name = server_name("w4", n, target);
+    let cluster = Cluster::start(&ctx.spec, target, &name, 1).await?;
     let result = w4_inner(ctx, cluster.first(), target).await;
     cluster.stop().await;
-    result
+    let mut row = result?;
+    // N creations, then one change of each job called (no watchers).
+    let calls = row.metric("calls").map_or(0, |c| c as usize);
+    add_floor(
+        ctx,
+        &mut row,
+        &name,
+        "create_batch_mean",
+        FloorOp::Create,
+        n,
+        n,
+        "floor_create_us",
+    )
+    .await;
+    add_floor(
+        ctx,
+        &mut row,
+        &name,
+        "change_batch_mean",
+        FloorOp::Change,
+        calls,
+        calls,
+        "floor_call_us",
+    )
+    .await;
+    Ok(row)
 }
 
 async fn w4_inner(ctx: &Ctx, server: &Server, target: Target) -> Result<Row, String> {
@@ -733,6 +854,7 @@ async fn w4_inner(ctx: &Ctx, server: &Server, target: Target) -> Result<Row, Str
     let label = format!("W4 {}", target.name());
     let rpc = connect_many(server.addr, k.rpc_connections).await?;
     let ids = Arc::new(ctx.alloc(n));
+    let before_create = server.mark().await;
     let (failed, first) = create_jobs(
         &rpc,
         &ctx.service,
@@ -742,6 +864,8 @@ async fn w4_inner(ctx: &Ctx, server: &Server, target: Target) -> Result<Row, Str
         &label,
     )
     .await;
+    let before_calls = server.mark().await;
+    let create = before_create.until(&before_calls, n);
     if failed > 0 {
         return Err(format!(
             "{label}: {failed} CreateJob calls failed, first: {first:?}"
@@ -749,7 +873,7 @@ async fn w4_inner(ctx: &Ctx, server: &Server, target: Target) -> Result<Row, Str
     }
     let worker = ctx.tokens.bearer("w4-worker", TokenKind::User)?;
     let next = Arc::new(AtomicUsize::new(0));
-    let cpu_before = server.cpu_secs();
+    let cpu_before = before_calls.cpu_secs;
     let started = Instant::now();
     let deadline = started + k.w4_duration;
     let p = Progress::start(format!("{label} calls"), n, {
@@ -813,7 +937,9 @@ async fn w4_inner(ctx: &Ctx, server: &Server, target: Target) -> Result<Row, Str
     }
     let elapsed = started.elapsed().as_secs_f64();
     p.finish();
-    let cpu = cpu_delta(cpu_before, server.cpu_secs());
+    let after_calls = server.mark().await;
+    let calls = before_calls.until(&after_calls, 1);
+    let cpu = cpu_delta(cpu_before, after_calls.cpu_secs);
     let lat = summarize(&hist);
     let mut row = Row::new("W4", k.in_flight, target);
     row.put("rps", "1/s", ok as f64 / elapsed);
@@ -829,6 +955,9 @@ async fn w4_inner(ctx: &Ctx, server: &Server, target: Target) -> Result<Row, Str
     {
         row.put("server_cpu_per_call", "us", c * 1e6 / ok as f64);
     }
+    row.put_opt("change_batch_mean", "", calls.batch_mean);
+    row.put_opt("create_cpu_per_job", "us", create.cpu_per_op_us);
+    row.put_opt("create_batch_mean", "", create.batch_mean);
     if next.load(Ordering::Relaxed) >= n {
         row.notes.push(format!(
             "ran out of the {n} pre-created jobs after {elapsed:.1} s"
