@@ -109,10 +109,27 @@ impl PostgresStore {
             .acquire_timeout(options.busy_timeout)
             .connect_with(connect)
             .await?;
-        sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
+        // Migrations run on a session of their own, without the statement
+        // time-out: a replica waits for another's migration lock as long as
+        // that takes, and a migration is never cancelled half-way because
+        // one statement took longer than a call may.
+        let mut migrating = tokio::time::timeout(
+            options.busy_timeout,
+            PgConnection::connect_with(&base.clone().application_name("jobstatus-migrate")),
+        )
+        .await
+        .map_err(|_| {
+            StorageError::unreachable(format!(
+                "no connection for the migrations within {:?}",
+                options.busy_timeout
+            ))
+        })??;
+        let migrated = sqlx::migrate!("./migrations/postgres")
+            .run(&mut migrating)
             .await
-            .map_err(|e| StorageError::Internal(format!("migrations failed: {e}")))?;
+            .map_err(|e| StorageError::Internal(format!("migrations failed: {e}")));
+        let _ = migrating.close().await;
+        migrated?;
         let listen = PgPoolOptions::new()
             .max_connections(1)
             .min_connections(0)

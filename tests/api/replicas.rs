@@ -553,6 +553,39 @@ async fn a_stuck_statement_fails_unavailable_after_the_statement_timeout() {
     assert_eq!(job.into_inner().revision, 2);
 }
 
+/// A replica starting while another holds the migrations' table (its own
+/// migration, a long schema change) waits for it, however much longer than
+/// the per-statement time-out that takes: start-up is not a call.
+async fn migrations_wait_for_a_lock_longer_than_the_statement_timeout() {
+    let db = TestDb::postgres(false).await;
+    let first = TestApp::start(db.clone(), options()).await;
+    let mut blocker = db.pg().connect().await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE _sqlx_migrations IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .expect("lock the migrations table");
+    let hold = Duration::from_millis(1200);
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(hold).await;
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut blocker)
+            .await
+            .expect("release the lock");
+    });
+    let mut quick = options();
+    quick.store.statement_timeout = Duration::from_millis(200);
+    let started = tokio::time::Instant::now();
+    let second = TestApp::start(db.clone(), quick).await;
+    assert!(
+        started.elapsed() >= hold - Duration::from_millis(100),
+        "started after {:?}, while the lock was still held",
+        started.elapsed()
+    );
+    release.await.expect("released");
+    second.create_job(7).await;
+    drop(first);
+}
+
 /// Twelve changes to job 1 in two waves, the second sent while the first
 /// still waits: each one's answer and how long it waited.
 async fn two_waves(
@@ -728,6 +761,11 @@ pub fn trials() -> Vec<Trial> {
             "replicas::a_stuck_statement_fails_unavailable_after_the_statement_timeout",
             &[Need::Postgres],
             a_stuck_statement_fails_unavailable_after_the_statement_timeout,
+        ),
+        trial(
+            "replicas::migrations_wait_for_a_lock_longer_than_the_statement_timeout",
+            &[Need::Postgres],
+            migrations_wait_for_a_lock_longer_than_the_statement_timeout,
         ),
         trial(
             "replicas::queued_changes_fail_within_the_database_timeout",
