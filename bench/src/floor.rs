@@ -407,8 +407,11 @@ pub fn run(args: &FloorArgs) -> Result<FloorResult, String> {
 
 /// The fewest operations the floor measures, however few the real run
 /// did: CPU time is read in 10 ms ticks, and the floor costs a few µs per
-/// operation, so fewer would round to nothing. (Changes cycle over the
-/// same jobs; a per-operation figure does not depend on the count.)
+/// operation, so fewer would round to nothing. A short run is scaled up
+/// in jobs and operations alike, never by changing the same jobs more
+/// often than the real run did: a job's tenth change costs more than its
+/// second (its events no longer share a page with its neighbours'), so
+/// cycling would make the floor dearer than the real work.
 pub const MIN_OPS: usize = 20_000;
 
 /// Runs the storage floor in a process of its own (this binary's
@@ -427,6 +430,7 @@ pub async fn in_own_process(
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
     }
+    let scale = MIN_OPS.div_ceil(ops.max(1));
     let op_name = match op {
         FloorOp::Change => "change",
         FloorOp::Create => "create",
@@ -437,8 +441,8 @@ pub async fn in_own_process(
         .arg("--database")
         .arg(&database)
         .args(["--op", op_name])
-        .args(["--jobs", &jobs.max(1).to_string()])
-        .args(["--ops", &ops.max(MIN_OPS).to_string()])
+        .args(["--jobs", &(jobs.max(1) * scale).to_string()])
+        .args(["--ops", &(ops.max(1) * scale).to_string()])
         .args(["--batch", &batch.max(1).to_string()])
         .kill_on_drop(true)
         .output()

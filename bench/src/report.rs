@@ -219,7 +219,11 @@ pub fn durable_floor(rows: &[Row]) -> Vec<FloorLine> {
             let Some(real_us) = real.metric(cpu) else {
                 continue;
             };
-            let bare_us = find(rows, workload, real.size, Target::Bare).and_then(|b| b.metric(cpu));
+            // Zero means under one 10 ms tick for the whole phase (a tiny
+            // run): unknown, not free.
+            let bare_us = find(rows, workload, real.size, Target::Bare)
+                .and_then(|b| b.metric(cpu))
+                .filter(|b| *b > 0.0);
             let storage_floor_us = real.metric(floor);
             let durable_floor_us = match (bare_us, storage_floor_us) {
                 (Some(b), Some(f)) => Some(b + f),
