@@ -295,6 +295,9 @@ describe.each(WIDTHS)("the two-browser test at %i px", (width) => {
     await step("offline", "4-review-paused", { client });
     await server.start();
     await expectConnection(client.tab, "live");
+    // Both back before the next change, or the worker would (rightly) be
+    // told of it as something that happened while it was away.
+    await expectConnection(worker.tab, "live");
     await expect.poll(async () => (await actionControls(client.tab)).find((c) => c.name === "Request changes")?.disabled).toBe(false);
 
     // And live for real: the flow goes on.
