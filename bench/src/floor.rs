@@ -20,14 +20,18 @@
 //! floor would flatter the real server; if the real server ever beats it,
 //! the floor is wrong.
 
+use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::Instant;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 
 use jobstatus::domain::{Caller, Command, JobId, Request, ServiceId, UserId};
 use jobstatus::storage::{Store, StoreOptions};
+
+use crate::harness::proc_cpu_secs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -70,6 +74,29 @@ pub struct FloorResult {
 /// The columns the real server reads and writes (`storage/codec.rs`).
 const JOB_COLUMNS: &str = "job_id, client_id, worker_id, status, payment_method, payment_proof, \
      change_request_reason, cancel_reason, revision, created_at, updated_at";
+
+/// The real server's statements, as the floor runs them (each prepared
+/// once per connection and looked up by its text, as sqlx does).
+static SELECT_JOB: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?"));
+
+static INSERT_JOB: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?, ?, ?, 'in_progress', NULL, NULL, NULL, NULL, 1, ?, ?)"
+    )
+});
+
+const INSERT_CREATED_EVENT: &str = "INSERT INTO job_events \
+     (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
+     VALUES (?, 1, 'job_created', 'platform', 'service', NULL, ?, ?)";
+
+const UPDATE_JOB: &str = "UPDATE jobs SET worker_id = ?, status = ?, payment_method = ?, \
+     payment_proof = ?, change_request_reason = ?, cancel_reason = ?, revision = ?, \
+     updated_at = ? WHERE job_id = ? AND revision = ?";
+
+const INSERT_CHANGED_EVENT: &str = "INSERT INTO job_events \
+     (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
+     VALUES (?, ?, 'worker_marked_complete', ?, 'worker', NULL, ?, ?)";
 
 /// A job row as the real server reads it, every column decoded.
 #[allow(dead_code)] // read to do the real server's decoding work, not used after
@@ -193,174 +220,130 @@ fn templates(conn: &Connection, id: i64) -> Result<Templates, String> {
     })
 }
 
-/// User + system CPU seconds of this process (USER_HZ = 100).
-fn cpu_secs() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    let Some(close) = stat.rfind(')') else {
-        return f64::NAN;
-    };
-    let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    match (tick(11), tick(12)) {
-        (Some(u), Some(s)) => (u + s) / 100.0,
-        _ => f64::NAN,
-    }
-}
-
 /// Inserts jobs 1..=n in progress, each with its created event, unmeasured.
 fn seed(conn: &mut Connection, n: usize, t: &Templates) -> Result<(), String> {
     let tx = conn.transaction().map_err(|e| e.to_string())?;
-    {
-        let mut job = tx
-            .prepare(&format!(
-                "INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?, ?, ?, 'in_progress', NULL, NULL, NULL, NULL, 1, ?, ?)"
-            ))
-            .map_err(|e| e.to_string())?;
-        let mut event = tx
-            .prepare(
-                "INSERT INTO job_events (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
-                 VALUES (?, 1, 'job_created', 'platform', 'service', NULL, ?, ?)",
-            )
-            .map_err(|e| e.to_string())?;
-        for id in 1..=n as i64 {
-            job.execute(params![
-                id,
-                format!("c{id}"),
-                format!("w{id}"),
-                t.created_at,
-                t.created_at
-            ])
-            .map_err(|e| format!("seed job {id}: {e}"))?;
-            event
-                .execute(params![id, t.created, t.created_at])
-                .map_err(|e| format!("seed event {id}: {e}"))?;
-        }
-    }
+    create(&tx, 1..=n as i64, &t.created, || t.created_at.clone())
+        .map_err(|e| format!("seed {e}"))?;
     tx.commit().map_err(|e| e.to_string())
+}
+
+/// Inserts jobs `ids` in progress, each with its created event, as
+/// CreateJob does; `at` gives each one's time.
+fn create(
+    tx: &Transaction<'_>,
+    ids: impl Iterator<Item = i64>,
+    payload: &str,
+    at: impl Fn() -> String,
+) -> Result<(), String> {
+    let mut job = tx.prepare_cached(&INSERT_JOB).map_err(|e| e.to_string())?;
+    let mut event = tx
+        .prepare_cached(INSERT_CREATED_EVENT)
+        .map_err(|e| e.to_string())?;
+    for id in ids {
+        let at = at();
+        job.execute(params![id, format!("c{id}"), format!("w{id}"), at, at])
+            .map_err(|e| format!("job {id}: {e}"))?;
+        event
+            .execute(params![id, payload, at])
+            .map_err(|e| format!("event {id}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Runs operations `0..ops` in write transactions of `batch` (the real
+/// writer's): `some` runs one batch's range inside its transaction.
+fn in_batches(
+    conn: &mut Connection,
+    ops: usize,
+    batch: usize,
+    mut some: impl FnMut(&Transaction<'_>, Range<usize>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut done = 0;
+    while done < ops {
+        let n = batch.min(ops - done);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| e.to_string())?;
+        some(&tx, done..done + n)?;
+        tx.commit().map_err(|e| format!("commit: {e}"))?;
+        done += n;
+    }
+    Ok(())
 }
 
 /// The measured operations. Returns the payload size used.
 fn measure(conn: &mut Connection, args: &FloorArgs, t: &Templates) -> Result<usize, String> {
     let batch = args.batch.max(1);
     let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let job_of = |i: usize| (i % args.jobs) as i64 + 1;
     match args.op {
         FloorOp::Read => {
-            let mut read = conn
-                .prepare(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?"))
-                .map_err(|e| e.to_string())?;
+            let mut read = conn.prepare(&SELECT_JOB).map_err(|e| e.to_string())?;
             for i in 0..args.ops {
-                let id = (i % args.jobs) as i64 + 1;
+                let id = job_of(i);
                 read.query_row([id], read_row)
                     .map_err(|e| format!("read {id}: {e}"))?;
             }
             Ok(0)
         }
         FloorOp::Change => {
-            let mut done = 0;
-            while done < args.ops {
-                let n = batch.min(args.ops - done);
-                let tx = conn
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                    .map_err(|e| e.to_string())?;
-                {
-                    let mut read = tx
-                        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?"))
-                        .map_err(|e| e.to_string())?;
-                    let mut write = tx
-                        .prepare_cached(
-                            "UPDATE jobs SET worker_id = ?, status = ?, payment_method = ?, payment_proof = ?, \
-                             change_request_reason = ?, cancel_reason = ?, revision = ?, updated_at = ? \
-                             WHERE job_id = ? AND revision = ?",
-                        )
-                        .map_err(|e| e.to_string())?;
-                    let mut append = tx
-                        .prepare_cached(
-                            "INSERT INTO job_events (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
-                             VALUES (?, ?, 'worker_marked_complete', ?, 'worker', NULL, ?, ?)",
-                        )
-                        .map_err(|e| e.to_string())?;
-                    for k in 0..n {
-                        let id = ((done + k) % args.jobs) as i64 + 1;
-                        let job = read
-                            .query_row([id], read_row)
-                            .map_err(|e| format!("read {id}: {e}"))?;
-                        let at = now();
-                        let revision = job.revision + 1;
-                        let changed = write
-                            .execute(params![
-                                job.worker_id,
-                                "awaiting_client_approval",
-                                job.payment_method,
-                                job.payment_proof,
-                                job.change_request_reason,
-                                job.cancel_reason,
-                                revision,
-                                at,
-                                id,
-                                job.revision
-                            ])
-                            .map_err(|e| format!("write {id}: {e}"))?;
-                        if changed != 1 {
-                            return Err(format!("job {id} moved under the floor's writer"));
-                        }
-                        append
-                            .execute(params![id, revision, job.worker_id, t.changed, at])
-                            .map_err(|e| format!("append {id}: {e}"))?;
+            in_batches(conn, args.ops, batch, |tx, range| {
+                let err = |e: rusqlite::Error| e.to_string();
+                let mut read = tx.prepare_cached(&SELECT_JOB).map_err(err)?;
+                let mut write = tx.prepare_cached(UPDATE_JOB).map_err(err)?;
+                let mut append = tx.prepare_cached(INSERT_CHANGED_EVENT).map_err(err)?;
+                for i in range {
+                    let id = job_of(i);
+                    let job = read
+                        .query_row([id], read_row)
+                        .map_err(|e| format!("read {id}: {e}"))?;
+                    let at = now();
+                    let revision = job.revision + 1;
+                    let changed = write
+                        .execute(params![
+                            job.worker_id,
+                            "awaiting_client_approval",
+                            job.payment_method,
+                            job.payment_proof,
+                            job.change_request_reason,
+                            job.cancel_reason,
+                            revision,
+                            at,
+                            id,
+                            job.revision
+                        ])
+                        .map_err(|e| format!("write {id}: {e}"))?;
+                    if changed != 1 {
+                        return Err(format!("job {id} moved under the floor's writer"));
                     }
+                    append
+                        .execute(params![id, revision, job.worker_id, t.changed, at])
+                        .map_err(|e| format!("append {id}: {e}"))?;
                 }
-                tx.commit().map_err(|e| format!("commit: {e}"))?;
-                done += n;
-            }
+                Ok(())
+            })?;
             Ok(t.changed.len())
         }
         FloorOp::Create => {
-            let mut done = 0;
             // Ids above the template's, as the real run's are fresh ones.
             let first = args.jobs as i64 + 10;
-            while done < args.ops {
-                let n = batch.min(args.ops - done);
-                let tx = conn
-                    .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                    .map_err(|e| e.to_string())?;
-                {
-                    let mut exists = tx
-                        .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?"))
-                        .map_err(|e| e.to_string())?;
-                    let mut insert = tx
-                        .prepare_cached(&format!(
-                            "INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?, ?, ?, 'in_progress', NULL, NULL, NULL, NULL, 1, ?, ?)"
-                        ))
-                        .map_err(|e| e.to_string())?;
-                    let mut append = tx
-                        .prepare_cached(
-                            "INSERT INTO job_events (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
-                             VALUES (?, 1, 'job_created', 'platform', 'service', NULL, ?, ?)",
-                        )
-                        .map_err(|e| e.to_string())?;
-                    for k in 0..n {
-                        let id = first + (done + k) as i64;
-                        if exists
-                            .query_row([id], read_row)
-                            .optional()
-                            .map_err(|e| format!("look up {id}: {e}"))?
-                            .is_some()
-                        {
-                            return Err(format!("job {id} already exists"));
-                        }
-                        let at = now();
-                        insert
-                            .execute(params![id, format!("c{id}"), format!("w{id}"), at, at])
-                            .map_err(|e| format!("insert {id}: {e}"))?;
-                        append
-                            .execute(params![id, t.created, at])
-                            .map_err(|e| format!("append {id}: {e}"))?;
+            in_batches(conn, args.ops, batch, |tx, range| {
+                let ids = first + range.start as i64..first + range.end as i64;
+                let mut exists = tx.prepare_cached(&SELECT_JOB).map_err(|e| e.to_string())?;
+                for id in ids.clone() {
+                    // The real writer looks every id up before it decides.
+                    if exists
+                        .query_row([id], read_row)
+                        .optional()
+                        .map_err(|e| format!("look up {id}: {e}"))?
+                        .is_some()
+                    {
+                        return Err(format!("job {id} already exists"));
                     }
                 }
-                tx.commit().map_err(|e| format!("commit: {e}"))?;
-                done += n;
-            }
+                create(tx, ids, &t.created, now)
+            })?;
             Ok(t.created.len())
         }
     }
@@ -391,11 +374,11 @@ pub fn run(args: &FloorArgs) -> Result<FloorResult, String> {
     // state whatever the seeding wrote.
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
         .map_err(|e| format!("checkpoint: {e}"))?;
-    let cpu = cpu_secs();
+    let cpu = proc_cpu_secs("self").unwrap_or(f64::NAN);
     let started = Instant::now();
     let payload_bytes = measure(&mut conn, args, &t)?;
     let wall_secs = started.elapsed().as_secs_f64();
-    let cpu_secs = cpu_secs() - cpu;
+    let cpu_secs = proc_cpu_secs("self").unwrap_or(f64::NAN) - cpu;
     Ok(FloorResult {
         ops: args.ops,
         batch: args.batch.max(1),
@@ -427,20 +410,21 @@ pub async fn in_own_process(
     batch: usize,
 ) -> Result<FloorResult, String> {
     let database = tmp.join(format!("floor-{label}.db"));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
-    }
-    let scale = MIN_OPS.div_ceil(ops.max(1));
-    let op_name = match op {
-        FloorOp::Change => "change",
-        FloorOp::Create => "create",
-        FloorOp::Read => "read",
+    let remove = || {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
+        }
     };
+    remove();
+    let scale = MIN_OPS.div_ceil(ops.max(1));
+    let op_name = clap::ValueEnum::to_possible_value(&op)
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default();
     let output = tokio::process::Command::new(self_bin)
         .arg("storage-floor")
         .arg("--database")
         .arg(&database)
-        .args(["--op", op_name])
+        .args(["--op", &op_name])
         .args(["--jobs", &(jobs.max(1) * scale).to_string()])
         .args(["--ops", &(ops.max(1) * scale).to_string()])
         .args(["--batch", &batch.max(1).to_string()])
@@ -448,9 +432,7 @@ pub async fn in_own_process(
         .output()
         .await
         .map_err(|e| format!("storage floor: cannot start: {e}"))?;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", database.display()));
-    }
+    remove();
     if !output.status.success() {
         return Err(format!(
             "storage floor ({op_name}) failed: {}",

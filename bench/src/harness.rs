@@ -121,23 +121,22 @@ impl Cluster {
         self.servers.iter().map(Server::rss_kib).sum()
     }
 
-    pub fn cpu_secs(&self) -> Option<f64> {
-        self.servers.iter().map(Server::cpu_secs).sum()
-    }
-
-    /// The servers' CPU and writer batches so far, summed over replicas.
+    /// The servers' CPU and writer batches so far, summed over replicas;
+    /// a figure unknown for any replica is unknown.
     pub async fn mark(&self) -> Mark {
-        let mut mark = Mark {
-            cpu_secs: self.cpu_secs(),
+        let mut total = Mark {
+            cpu_secs: Some(0.0),
             batches: Some((0.0, 0.0)),
         };
         for s in &self.servers {
-            mark.batches = match (mark.batches, s.writer_batches().await) {
-                (Some((sum, count)), Some((s2, c2))) => Some((sum + s2, count + c2)),
-                _ => None,
-            };
+            let m = s.mark().await;
+            total.cpu_secs = total.cpu_secs.zip(m.cpu_secs).map(|(a, b)| a + b);
+            total.batches = total
+                .batches
+                .zip(m.batches)
+                .map(|((s0, c0), (s1, c1))| (s0 + s1, c0 + c1));
         }
-        mark
+        total
     }
 
     pub async fn stop(self) {
@@ -189,6 +188,18 @@ impl Mark {
             batch_mean,
         }
     }
+}
+
+/// User + system CPU seconds of process `pid` (or `self`) so far, from
+/// `/proc` (assumes USER_HZ = 100: 10 ms ticks).
+pub fn proc_cpu_secs(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 fn free_port() -> Result<u16, String> {
@@ -346,15 +357,9 @@ impl Server {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
-    /// User + system CPU seconds used so far (assumes USER_HZ = 100).
+    /// User + system CPU seconds used so far.
     pub fn cpu_secs(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid?)).ok()?;
-        // Fields after the command name, which is in parentheses.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        Some((utime + stime) / 100.0)
+        proc_cpu_secs(&self.pid?.to_string())
     }
 
     pub async fn stop(mut self) {

@@ -197,83 +197,62 @@ pub async fn w1(ctx: &Ctx, target: Target, j: usize) -> Result<Row, String> {
     // The same storage work done the cheapest correct way, measured with
     // the server stopped: J creations, 2J job reads (the watches' opens),
     // 2J changes, batched as the real writer batched them.
-    add_floor(
+    add_floors(
         ctx,
         &mut row,
         &name,
-        "create_batch_mean",
-        FloorOp::Create,
-        j,
-        j,
-        "floor_create_us",
-    )
-    .await;
-    add_floor(
-        ctx,
-        &mut row,
-        &name,
-        "",
-        FloorOp::Read,
-        j,
-        2 * j,
-        "floor_open_us",
-    )
-    .await;
-    add_floor(
-        ctx,
-        &mut row,
-        &name,
-        "change_batch_mean",
-        FloorOp::Change,
-        j,
-        2 * j,
-        "floor_transition_us",
+        &[
+            (FloorOp::Create, j, j, "floor_create_us"),
+            (FloorOp::Read, j, 2 * j, "floor_open_us"),
+            (FloorOp::Change, j, 2 * j, "floor_transition_us"),
+        ],
     )
     .await;
     Ok(row)
 }
 
-/// Runs the storage floor for one operation of a real SQLite row and puts
-/// its CPU per operation (µs) into `row` as `metric`. The batch is the
-/// row's `batch_metric` (the writer's mean batch, rounded), 1 if none.
-#[allow(clippy::too_many_arguments)]
-async fn add_floor(
+/// Runs the storage floor for each (operation, jobs, operations, metric)
+/// of a real SQLite row and puts its CPU per operation (µs) into `row` as
+/// `metric`. Changes and creations are batched like the row's writer
+/// (its `change_batch_mean` or `create_batch_mean`, rounded; 1 if none).
+async fn add_floors(
     ctx: &Ctx,
     row: &mut Row,
     label: &str,
-    batch_metric: &str,
-    op: FloorOp,
-    jobs: usize,
-    ops: usize,
-    metric: &'static str,
+    floors: &[(FloorOp, usize, usize, &'static str)],
 ) {
     if row.target != Target::Real || !row.ok {
         return;
     }
     if ctx.spec.database_url.is_some() || ctx.spec.connect.is_some() {
-        if !row.notes.iter().any(|n| n.starts_with("storage floor")) {
-            row.notes
-                .push("storage floor: measured for the embedded SQLite database only".into());
-        }
+        row.notes
+            .push("storage floor: measured for the embedded SQLite database only".into());
         return;
     }
-    let batch = row
-        .metric(batch_metric)
-        .map_or(1, |b| b.round().max(1.0) as usize);
-    match floor::in_own_process(
-        &ctx.spec.self_bin,
-        &ctx.spec.tmp_dir,
-        label,
-        op,
-        jobs,
-        ops,
-        batch,
-    )
-    .await
-    {
-        Ok(f) if f.ops > 0 => row.put(metric, "us", f.cpu_secs * 1e6 / f.ops as f64),
-        Ok(_) => {}
-        Err(e) => row.notes.push(e),
+    for &(op, jobs, ops, metric) in floors {
+        let batch_metric = match op {
+            FloorOp::Change => Some("change_batch_mean"),
+            FloorOp::Create => Some("create_batch_mean"),
+            FloorOp::Read => None,
+        };
+        let batch = batch_metric
+            .and_then(|m| row.metric(m))
+            .map_or(1, |b| b.round().max(1.0) as usize);
+        match floor::in_own_process(
+            &ctx.spec.self_bin,
+            &ctx.spec.tmp_dir,
+            label,
+            op,
+            jobs,
+            ops,
+            batch,
+        )
+        .await
+        {
+            Ok(f) if f.ops > 0 => row.put(metric, "us", f.cpu_secs * 1e6 / f.ops as f64),
+            Ok(_) => {}
+            Err(e) => row.notes.push(e),
+        }
     }
 }
 
@@ -823,26 +802,14 @@ pub async fn w4(ctx: &Ctx, target: Target) -> Result<Row, String> {
     let mut row = result?;
     // N creations, then one change of each job called (no watchers).
     let calls = row.metric("calls").map_or(0, |c| c as usize);
-    add_floor(
+    add_floors(
         ctx,
         &mut row,
         &name,
-        "create_batch_mean",
-        FloorOp::Create,
-        n,
-        n,
-        "floor_create_us",
-    )
-    .await;
-    add_floor(
-        ctx,
-        &mut row,
-        &name,
-        "change_batch_mean",
-        FloorOp::Change,
-        calls,
-        calls,
-        "floor_call_us",
+        &[
+            (FloorOp::Create, n, n, "floor_create_us"),
+            (FloorOp::Change, calls, calls, "floor_call_us"),
+        ],
     )
     .await;
     Ok(row)
