@@ -455,6 +455,7 @@ describe.each(WIDTHS)("signing in at %i px", (width) => {
   });
 
   it("the job list says each job's state in words and marks the open one", async () => {
+    await newJob(); // a second job in the list, whichever tests ran before
     const page = await openPage(browser, link("worker", 1), { width });
     await expectConnection(page.tab, "live");
     const current = page.tab.locator('#job-list a[aria-current="page"]');

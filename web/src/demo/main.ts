@@ -88,7 +88,6 @@ let current: Job | undefined;
 let jobProblem: { kind: "denied" | "failed"; message: string } | undefined;
 let busy = false;
 let connection: ConnectionState = "signed-out";
-let signedOutReason = "";
 /** The action area is rebuilt only when its action changes, so typed text survives updates. */
 let actionKey = "";
 /** While the job watch is cut off: the revision it had and the changes replayed since. */
@@ -273,7 +272,6 @@ async function signIn(source: TokenSource, { remember }: { remember: boolean }) 
   token = source;
   me = subjectOf(parsedFirst.token);
   accepted = false;
-  signedOutReason = "";
   jobs = new Map();
   client = createJobServiceClient(createJobStatusTransport(api));
   $("sign-in").hidden = true;
@@ -319,7 +317,7 @@ async function signIn(source: TokenSource, { remember }: { remember: boolean }) 
 function refused(error: ConnectError | undefined) {
   const why = error?.rawMessage || "the token was refused";
   sessionStorage.removeItem(STORED_TOKEN);
-  signedOutReason = accepted ? `You were signed out: ${why}.` : `The server refused this token: ${why}.`;
+  const signedOutReason = accepted ? `You were signed out: ${why}.` : `The server refused this token: ${why}.`;
   tellParent({ type: "jobstatus:signed-out", reason: why });
   if (config.getToken) {
     // The application refreshes tokens; ask it again rather than stall.
