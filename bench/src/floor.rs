@@ -47,8 +47,12 @@ pub enum FloorOp {
 #[derive(Debug, Clone, clap::Args)]
 pub struct FloorArgs {
     /// The SQLite file to create (must not exist).
-    #[arg(long)]
-    pub database: PathBuf,
+    #[arg(long, required_unless_present = "database_url")]
+    pub database: Option<PathBuf>,
+    /// A PostgreSQL server instead: the floor creates a database of its
+    /// own there (the URL's user must be allowed to), and drops it after.
+    #[arg(long, conflicts_with = "database")]
+    pub database_url: Option<String>,
     #[arg(long, value_enum)]
     pub op: FloorOp,
     /// Jobs the operations spread over (created before measuring, except for `create`).
@@ -68,6 +72,9 @@ pub struct FloorResult {
     pub batch: usize,
     pub wall_secs: f64,
     pub cpu_secs: f64,
+    /// PostgreSQL's own processes (None on SQLite, which runs in-process).
+    #[serde(default)]
+    pub db_cpu_secs: Option<f64>,
     pub payload_bytes: usize,
 }
 
@@ -140,7 +147,7 @@ struct Templates {
 
 /// Creates and migrates the file through the real store and writes one
 /// job through the real path (id `id`), then closes it.
-fn prepare(url: &str, id: i64) -> Result<(), String> {
+pub(crate) fn prepare(url: &str, id: i64) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -354,18 +361,20 @@ pub fn run(args: &FloorArgs) -> Result<FloorResult, String> {
     if args.jobs == 0 || args.ops == 0 {
         return Err("--jobs and --ops must be at least 1".into());
     }
-    if args.database.exists() {
+    let database = match (&args.database, &args.database_url) {
+        (_, Some(url)) => return crate::floor_pg::run(args, url),
+        (Some(path), None) => path,
+        (None, None) => return Err("--database or --database-url is needed".into()),
+    };
+    if database.exists() {
         return Err(format!(
             "{} exists: the floor starts from a new file",
-            args.database.display()
+            database.display()
         ));
     }
     let template_id = args.jobs as i64 + 1;
-    prepare(
-        &format!("sqlite://{}", args.database.display()),
-        template_id,
-    )?;
-    let mut conn = open(&args.database)?;
+    prepare(&format!("sqlite://{}", database.display()), template_id)?;
+    let mut conn = open(database)?;
     let t = templates(&conn, template_id)?;
     if args.op != FloorOp::Create {
         seed(&mut conn, args.jobs, &t)?;
@@ -384,6 +393,7 @@ pub fn run(args: &FloorArgs) -> Result<FloorResult, String> {
         batch: args.batch.max(1),
         wall_secs,
         cpu_secs,
+        db_cpu_secs: None,
         payload_bytes,
     })
 }
@@ -397,18 +407,31 @@ pub fn run(args: &FloorArgs) -> Result<FloorResult, String> {
 /// cycling would make the floor dearer than the real work.
 pub const MIN_OPS: usize = 20_000;
 
+/// Where the floor runs: a new SQLite file in a directory, or a new
+/// database on a PostgreSQL server (the real run's, by URL).
+#[derive(Debug, Clone, Copy)]
+pub enum FloorDatabase<'a> {
+    Sqlite(&'a std::path::Path),
+    Postgres(&'a str),
+}
+
 /// Runs the storage floor in a process of its own (this binary's
 /// `storage-floor`), so that nothing else (the load generator's runtime,
-/// its threads) shares its CPU figure. `label` names the file in `tmp`.
+/// its threads) shares its CPU figure. On SQLite, `label` names the file
+/// in the directory given.
 pub async fn in_own_process(
     self_bin: &std::path::Path,
-    tmp: &std::path::Path,
+    at: FloorDatabase<'_>,
     label: &str,
     op: FloorOp,
     jobs: usize,
     ops: usize,
     batch: usize,
 ) -> Result<FloorResult, String> {
+    let (tmp, postgres) = match at {
+        FloorDatabase::Sqlite(tmp) => (tmp.to_path_buf(), None),
+        FloorDatabase::Postgres(url) => (std::env::temp_dir(), Some(url)),
+    };
     let database = tmp.join(format!("floor-{label}.db"));
     let remove = || {
         for suffix in ["", "-wal", "-shm"] {
@@ -416,14 +439,23 @@ pub async fn in_own_process(
         }
     };
     remove();
-    let scale = MIN_OPS.div_ceil(ops.max(1));
+    // A transaction per change on PostgreSQL is measured for its rate (each
+    // waits for a WAL flush), not for CPU ticks: it is not scaled.
+    let scale = if postgres.is_some() && batch <= 1 {
+        1
+    } else {
+        MIN_OPS.div_ceil(ops.max(1))
+    };
     let op_name = clap::ValueEnum::to_possible_value(&op)
         .map(|v| v.get_name().to_owned())
         .unwrap_or_default();
-    let output = tokio::process::Command::new(self_bin)
-        .arg("storage-floor")
-        .arg("--database")
-        .arg(&database)
+    let mut command = tokio::process::Command::new(self_bin);
+    command.arg("storage-floor");
+    match postgres {
+        Some(url) => command.arg("--database-url").arg(url),
+        None => command.arg("--database").arg(&database),
+    };
+    let output = command
         .args(["--op", &op_name])
         .args(["--jobs", &(jobs.max(1) * scale).to_string()])
         .args(["--ops", &(ops.max(1) * scale).to_string()])

@@ -70,6 +70,9 @@ pub struct ServerSpec {
 #[derive(Debug)]
 pub struct Cluster {
     servers: Vec<Server>,
+    /// The real servers share a PostgreSQL server on this machine, whose
+    /// processes' CPU every mark reads too.
+    postgres: bool,
 }
 
 impl Cluster {
@@ -101,7 +104,12 @@ impl Cluster {
                 }
             }
         }
-        Ok(Cluster { servers })
+        let postgres = target == Target::Real
+            && spec
+                .database_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("postgres"));
+        Ok(Cluster { servers, postgres })
     }
 
     pub fn len(&self) -> usize {
@@ -127,6 +135,11 @@ impl Cluster {
         let mut total = Mark {
             cpu_secs: Some(0.0),
             batches: Some((0.0, 0.0)),
+            db_cpu_secs: if self.postgres {
+                postgres_cpu_secs()
+            } else {
+                None
+            },
         };
         for s in &self.servers {
             let m = s.mark().await;
@@ -162,6 +175,8 @@ pub struct Mark {
     pub cpu_secs: Option<f64>,
     /// The writer's committed batches: (changes in them, batches).
     pub batches: Option<(f64, f64)>,
+    /// PostgreSQL's own processes (None on SQLite).
+    pub db_cpu_secs: Option<f64>,
 }
 
 /// What a phase between two marks cost.
@@ -171,14 +186,17 @@ pub struct Phase {
     pub cpu_per_op_us: Option<f64>,
     /// Mean changes per committed batch during the phase.
     pub batch_mean: Option<f64>,
+    /// PostgreSQL's CPU per operation, µs (None on SQLite).
+    pub db_cpu_per_op_us: Option<f64>,
 }
 
 impl Mark {
     pub fn until(&self, later: &Mark, ops: usize) -> Phase {
-        let cpu = match (self.cpu_secs, later.cpu_secs) {
+        let per_op = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) if ops > 0 => Some((b - a) * 1e6 / ops as f64),
             _ => None,
         };
+        let cpu = per_op(self.cpu_secs, later.cpu_secs);
         let batch_mean = match (self.batches, later.batches) {
             (Some((s0, c0)), Some((s1, c1))) if c1 > c0 => Some((s1 - s0) / (c1 - c0)),
             _ => None,
@@ -186,6 +204,7 @@ impl Mark {
         Phase {
             cpu_per_op_us: cpu,
             batch_mean,
+            db_cpu_per_op_us: per_op(self.db_cpu_secs, later.db_cpu_secs),
         }
     }
 }
@@ -200,6 +219,38 @@ pub fn proc_cpu_secs(pid: &str) -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
+}
+
+/// User + system CPU seconds of every `postgres` process on the machine
+/// (the server, its backends and its background workers), from `/proc`.
+/// A backend that exits takes its CPU with it, so compare two readings
+/// only across a span in which the connections of interest stay open.
+pub fn postgres_cpu_secs() -> Option<f64> {
+    let mut total = 0.0;
+    let mut found = false;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let comm = stat
+            .split_once('(')
+            .and_then(|(_, rest)| rest.rsplit_once(')'))
+            .map(|(comm, _)| comm);
+        if comm == Some("postgres")
+            && let Some(cpu) = proc_cpu_secs(pid)
+        {
+            total += cpu;
+            found = true;
+        }
+    }
+    found.then_some(total)
 }
 
 fn free_port() -> Result<u16, String> {
@@ -345,6 +396,7 @@ impl Server {
         Mark {
             cpu_secs: self.cpu_secs(),
             batches: self.writer_batches().await,
+            db_cpu_secs: None,
         }
     }
 

@@ -19,6 +19,7 @@
 mod abuse;
 mod bare;
 mod floor;
+mod floor_pg;
 mod harness;
 mod report;
 mod workloads;
@@ -562,7 +563,13 @@ async fn run(mut args: RunArgs) -> ExitCode {
         .iter()
         .any(|r| !r.ok && (r.workload == "W1" || r.workload == "W2"));
     let any_failed = rows.iter().any(|r| !r.ok);
-    if delivery_failed || !errors.is_empty() || !wrote_ok || (args.smoke && any_failed) {
+    // A smoke run also needs every operation's storage floor measured.
+    let floor_missing = floor.iter().any(|l| l.storage_floor_us.is_none());
+    if delivery_failed
+        || !errors.is_empty()
+        || !wrote_ok
+        || (args.smoke && (any_failed || floor_missing))
+    {
         eprintln!("FAILED: see the notes above");
         ExitCode::FAILURE
     } else {

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::Channel;
 
-use crate::floor::{self, FloorOp};
+use crate::floor::{self, FloorDatabase, FloorOp};
 use crate::harness::{
     Cluster, Progress, Server, ServerSpec, Target, Tokens, Via, WatchOutcome, WatchShared, authed,
     connect_many, create_jobs, grpc_web_watcher, new_histogram, record_ns, summarize, wait_for,
@@ -212,9 +212,13 @@ pub async fn w1(ctx: &Ctx, target: Target, j: usize) -> Result<Row, String> {
 }
 
 /// Runs the storage floor for each (operation, jobs, operations, metric)
-/// of a real SQLite row and puts its CPU per operation (µs) into `row` as
+/// of a real row and puts its CPU per operation (µs) into `row` as
 /// `metric`. Changes and creations are batched like the row's writer
 /// (its `change_batch_mean` or `create_batch_mean`, rounded; 1 if none).
+/// On PostgreSQL the floor runs on the real run's server, and PostgreSQL's
+/// own CPU per operation goes into `<metric>` with `_db` (see
+/// [`db_metric`]); a change floor also records its changes per second, and
+/// those of a transaction per change, which batching should beat.
 async fn add_floors(
     ctx: &Ctx,
     row: &mut Row,
@@ -224,11 +228,18 @@ async fn add_floors(
     if row.target != Target::Real || !row.ok {
         return;
     }
-    if ctx.spec.database_url.is_some() || ctx.spec.connect.is_some() {
+    let at = match ctx.spec.database_url.as_deref() {
+        _ if ctx.spec.connect.is_some() => None,
+        None => Some(FloorDatabase::Sqlite(&ctx.spec.tmp_dir)),
+        Some(url) if url.starts_with("postgres") => Some(FloorDatabase::Postgres(url)),
+        Some(_) => None,
+    };
+    let Some(at) = at else {
         row.notes
-            .push("storage floor: measured for the embedded SQLite database only".into());
+            .push("storage floor: not measured for a server the tool did not start".into());
         return;
-    }
+    };
+    let postgres = matches!(at, FloorDatabase::Postgres(_));
     for &(op, jobs, ops, metric) in floors {
         let batch_metric = match op {
             FloorOp::Change => Some("change_batch_mean"),
@@ -238,22 +249,59 @@ async fn add_floors(
         let batch = batch_metric
             .and_then(|m| row.metric(m))
             .map_or(1, |b| b.round().max(1.0) as usize);
-        match floor::in_own_process(
-            &ctx.spec.self_bin,
-            &ctx.spec.tmp_dir,
-            label,
-            op,
-            jobs,
-            ops,
-            batch,
-        )
-        .await
-        {
-            Ok(f) if f.ops > 0 => row.put(metric, "us", f.cpu_secs * 1e6 / f.ops as f64),
-            Ok(_) => {}
-            Err(e) => row.notes.push(e),
+        let mut batches = vec![batch];
+        if postgres && op == FloorOp::Change && batch > 1 {
+            batches.push(1);
+        }
+        for b in batches {
+            // A transaction per change waits for a WAL flush each: its rate
+            // needs far fewer changes to measure, and would take minutes.
+            let (jobs, ops) = if b == batch {
+                (jobs, ops)
+            } else {
+                (jobs.min(SINGLE_CHANGES), ops.min(SINGLE_CHANGES))
+            };
+            match floor::in_own_process(&ctx.spec.self_bin, at, label, op, jobs, ops, b).await {
+                Ok(f) if f.ops > 0 => {
+                    let per_op = |secs: f64| secs * 1e6 / f.ops as f64;
+                    let rate = f.ops as f64 / f.wall_secs.max(1e-9);
+                    if b == batch {
+                        row.put(metric, "us", per_op(f.cpu_secs));
+                        if let (Some(db), Some(name)) = (f.db_cpu_secs, db_metric(metric)) {
+                            row.put(name, "us", per_op(db));
+                        }
+                        if op == FloorOp::Change && postgres {
+                            row.put("floor_changes_per_s", "1/s", rate);
+                        }
+                    }
+                    if op == FloorOp::Change && postgres && b == 1 {
+                        row.put("floor_changes_per_s_single", "1/s", rate);
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => row.notes.push(e),
+            }
         }
     }
+}
+
+/// How many changes the transaction-per-change floor makes.
+const SINGLE_CHANGES: usize = 2_000;
+
+/// The metric PostgreSQL's own CPU per operation is recorded under, beside
+/// a CPU metric of the servers or of the floor.
+pub fn db_metric(metric: &str) -> Option<&'static str> {
+    Some(match metric {
+        "floor_transition_us" => "floor_transition_us_db",
+        "floor_open_us" => "floor_open_us_db",
+        "floor_create_us" => "floor_create_us_db",
+        "floor_call_us" => "floor_call_us_db",
+        "cpu_per_transition" => "cpu_per_transition_db",
+        "open_cpu_per_stream" => "open_cpu_per_stream_db",
+        "create_cpu_per_job" => "create_cpu_per_job_db",
+        "server_cpu_per_call" => "server_cpu_per_call_db",
+        _ => return None,
+    })
 }
 
 async fn w1_inner(ctx: &Ctx, server: &Cluster, target: Target, j: usize) -> Result<Row, String> {
@@ -468,6 +516,15 @@ async fn w1_inner(ctx: &Ctx, server: &Cluster, target: Target, j: usize) -> Resu
     row.put_opt("open_cpu_per_stream", "us", open.cpu_per_op_us);
     row.put_opt("create_cpu_per_job", "us", create.cpu_per_op_us);
     row.put_opt("create_batch_mean", "", create.batch_mean);
+    for (metric, phase) in [
+        ("cpu_per_transition", &changes),
+        ("open_cpu_per_stream", &open),
+        ("create_cpu_per_job", &create),
+    ] {
+        if let Some(name) = db_metric(metric) {
+            row.put_opt(name, "us", phase.db_cpu_per_op_us);
+        }
+    }
     row.put_opt("server_rss_before", "MiB", mib(rss_before));
     row.put_opt("server_rss_after", "MiB", mib(rss_after));
     row.check(received == expected, || {
