@@ -167,8 +167,14 @@ impl RequestId {
     }
 
     /// Echoes the id in a response's head.
+    ///
+    /// Marked sensitive, which HTTP/2 encodes as never indexed: an id is
+    /// new on every call, so indexing it would only fill the connection's
+    /// HPACK table with ids that never repeat, evict the headers that do,
+    /// and make every later response compare its id against each of them.
     pub fn echo(&self, headers: &mut http::HeaderMap) {
-        if let Ok(value) = http::HeaderValue::from_str(&self.0) {
+        if let Ok(mut value) = http::HeaderValue::from_str(&self.0) {
+            value.set_sensitive(true);
             headers.insert(Self::HEADER, value);
         }
     }
