@@ -77,17 +77,9 @@ impl App {
     /// that when this returns the service accepts connections.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let store = Store::connect(&settings.database_url, &settings.store).await?;
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
-            addr: settings.listen,
-            source,
-        })?;
+        // The metrics endpoint is bound before the service's port, so that
+        // anything that waits for the service to accept (an orchestrator's
+        // probe, a test) finds its metrics there too.
         let metrics = match settings.metrics_listen {
             None => None,
             Some(addr) => {
@@ -99,6 +91,17 @@ impl App {
                 Some((listener, handle))
             }
         };
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
         let shutdown = CancellationToken::new();
         let hub = Hub::new(settings.watch_buffer);
         let jobs = Jobs::new(store.clone(), hub, shutdown.clone(), settings.heartbeat);
