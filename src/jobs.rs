@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Identity;
 use crate::domain::{Caller, Job, JobId, Request};
 use crate::error::AppError;
-use crate::hub::{Hub, SharedEvent, Start, Subscription};
+use crate::hub::{Hub, SharedEvent};
 use crate::storage::{Outcome, Store};
 use crate::telemetry::metrics as m;
 
@@ -52,9 +52,6 @@ pub enum SnapshotReason {
 pub struct WatchStats {
     /// Times a watcher fell behind (lag or gap) and was caught up from the log.
     pub catch_ups: AtomicU64,
-    /// Watches that started from the hub's state of a watched job, without
-    /// a database read.
-    pub snapshots_from_memory: AtomicU64,
 }
 
 /// Cheap to clone: every watch stream holds one for its whole life, so it
@@ -164,56 +161,6 @@ impl Jobs {
         self.get(caller, id).await.map(Box::new)
     }
 
-    /// Subscribes to `id` and takes the state the watch starts from,
-    /// checked against the caller. The subscription comes first, so that
-    /// nothing committed after the state can be missed (anything older is
-    /// skipped by revision).
-    ///
-    /// Where every change passes through this process's hub
-    /// ([`Store::sees_every_change`]), a job somebody here already watches
-    /// starts from the hub's newest state, taken under the same lock as the
-    /// subscription, instead of from the database; a job read from the
-    /// database is offered to the hub for the next watcher, and watchers
-    /// that subscribe while it is read wait for that read instead of
-    /// making their own (a job's client and worker open together). A
-    /// resuming watcher ahead of the hub's state (it read a commit whose
-    /// publish is still on its way) reads the database, so it is never
-    /// sent back.
-    async fn subscribe_with_snapshot(
-        &self,
-        caller: &Caller,
-        id: JobId,
-        after: Option<i64>,
-    ) -> Result<(Subscription, Box<Job>), AppError> {
-        let hub = &self.inner.hub;
-        if !self.inner.store.sees_every_change() {
-            let subscription = hub.subscribe(id);
-            return Ok((subscription, self.get_boxed(caller, id).await?));
-        }
-        let (subscription, start) = hub.subscribe_latest(id);
-        let known = match start {
-            Start::Known(job) => Some(job),
-            Start::AfterRead(waiting) => waiting.latest().await,
-            Start::Read(reading) => {
-                let job = self.get_boxed(caller, id).await?;
-                reading.done(&job);
-                return Ok((subscription, job));
-            }
-        };
-        if let Some(job) = known.filter(|job| after.is_none_or(|seen| seen <= job.revision)) {
-            caller.role_on(&job)?;
-            self.inner
-                .stats
-                .snapshots_from_memory
-                .fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(m::SNAPSHOTS_FROM_MEMORY).increment(1);
-            return Ok((subscription, job));
-        }
-        let job = self.get_boxed(caller, id).await?;
-        hub.remember(&job);
-        Ok((subscription, job))
-    }
-
     /// The watch stream of `id` for `identity`. Without `after` it opens with
     /// a snapshot; with it, it replays the log after that revision. It ends
     /// with an error on shutdown (resumable), token expiry or lost access,
@@ -226,12 +173,14 @@ impl Jobs {
     ) -> impl Stream<Item = Result<WatchItem, AppError>> + Send + 'static {
         let this = self.clone();
         try_stream! {
+            // Subscribe before reading, so nothing committed after the read
+            // can be missed; anything already read is skipped by revision.
+            let mut subscription = this.inner.hub.subscribe(id);
             // Store futures and jobs are boxed: held inline, the largest
             // store future (~8.7 KB with both backends) or a job (168 bytes)
             // would size this stream's state for its whole life, and idle
             // watch streams are what the server holds most of.
-            let (mut subscription, job) =
-                Box::pin(this.subscribe_with_snapshot(&identity.caller, id, after)).await?;
+            let job = Box::pin(this.get_boxed(&identity.caller, id)).await?;
             // Access was just checked against the job as it is now, so the
             // history up to here (a replay) is the caller's to see even where
             // an old event did not name them (a worker assigned later).

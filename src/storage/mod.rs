@@ -224,14 +224,6 @@ impl Store {
         }
     }
 
-    /// Whether every change to this database is made by this process (the
-    /// embedded SQLite file: one writer, this one), so that the hub hears
-    /// of each one. Replicas sharing PostgreSQL hear of the others' changes
-    /// late or, while the listener is down, not at all.
-    pub fn sees_every_change(&self) -> bool {
-        matches!(self, Store::Sqlite(_))
-    }
-
     pub async fn get_job(&self, id: JobId) -> Result<Option<Job>, StorageError> {
         match self {
             Store::Sqlite(s) => s.get_job(id).await,

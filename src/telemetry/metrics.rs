@@ -51,9 +51,6 @@ pub const CATCH_UPS: &str = "jobstatus_watch_catch_ups_total";
 pub const CATCH_UP_EVENTS: &str = "jobstatus_watch_catch_up_events_total";
 /// RESYNC snapshots sent (a watcher's revision the log could not cover).
 pub const RESYNCS: &str = "jobstatus_watch_resyncs_total";
-/// Watches that started from the hub's newest state of an already watched
-/// job instead of a database read (SQLite).
-pub const SNAPSHOTS_FROM_MEMORY: &str = "jobstatus_watch_snapshots_from_memory_total";
 
 /// Jobs with a broadcast topic (somebody watches them here).
 pub const HUB_TOPICS: &str = "jobstatus_hub_topics";
@@ -107,7 +104,7 @@ pub const LIMITS_HIT: &str = "jobstatus_limits_hit_total";
 pub const HEALTH_SERVING: &str = "jobstatus_health_serving";
 
 /// Every series and its kind, for the README and the test that checks it.
-pub const SERIES: [(&str, &str); 36] = [
+pub const SERIES: [(&str, &str); 35] = [
     (RPC_STARTED, "counter"),
     (RPC_HANDLED, "counter"),
     (RPC_SECONDS, "histogram"),
@@ -118,7 +115,6 @@ pub const SERIES: [(&str, &str); 36] = [
     (CATCH_UPS, "counter"),
     (CATCH_UP_EVENTS, "counter"),
     (RESYNCS, "counter"),
-    (SNAPSHOTS_FROM_MEMORY, "counter"),
     (HUB_TOPICS, "gauge"),
     (HUB_USERS, "gauge"),
     (EVENTS_PUBLISHED, "counter"),
@@ -191,9 +187,6 @@ fn describe(name: &'static str) {
         CATCH_UPS => "Watchers that fell behind and were caught up from the log.",
         CATCH_UP_EVENTS => "Events read from the log to catch watchers up.",
         RESYNCS => "RESYNC snapshots sent.",
-        SNAPSHOTS_FROM_MEMORY => {
-            "Watches started from the hub's state of a watched job, without a database read."
-        }
         HUB_TOPICS => "Jobs watched on this replica.",
         HUB_USERS => "Users with a WatchMyJobs stream on this replica.",
         EVENTS_PUBLISHED => "Events handed to the hub.",

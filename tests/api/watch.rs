@@ -26,7 +26,6 @@ crate::backend_tests!(
     disconnect_frees_the_topic,
     a_worker_assigned_later_may_replay_the_whole_log,
     resuming_a_finished_job_at_its_last_revision_ends_cleanly,
-    a_watched_job_s_next_watcher_starts_from_memory_on_sqlite,
 );
 
 /// Drives job `id` through `n` transitions (alternating MarkComplete and
@@ -331,12 +330,6 @@ async fn disconnect_frees_the_topic(backend: Backend) {
     assert_eq!(app.jobs.hub().topic_count(), 1);
     drop(w);
     drop(client);
-    await_no_topics(&app).await;
-}
-
-/// Waits (bounded) until the hub holds no topic: the server has seen every
-/// watcher go.
-async fn await_no_topics(app: &TestApp) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while app.jobs.hub().topic_count() != 0 {
         assert!(
@@ -392,77 +385,4 @@ async fn resuming_a_finished_job_at_its_last_revision_ends_cleanly(backend: Back
     end(&mut w)
         .await
         .expect("nothing more can happen: a clean end");
-}
-
-/// On SQLite every change passes through the server's hub, so a job that
-/// somebody already watches gives the next watcher its snapshot from the
-/// hub's newest state, with no database read; on PostgreSQL (replicas hear
-/// of each other's changes late) every watch reads the database. Either
-/// way the snapshot, the access check and the events after it are the
-/// same.
-async fn a_watched_job_s_next_watcher_starts_from_memory_on_sqlite(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let from_memory = || {
-        app.jobs
-            .stats()
-            .snapshots_from_memory
-            .load(Ordering::Relaxed)
-    };
-    let memory = u64::from(backend == Backend::Sqlite);
-    app.create_job(1).await;
-    churn(&app, 1, 2).await;
-    let mut client = app.client(CLIENT).await;
-    let mut worker = app.client(WORKER).await;
-    let mut first = watch(&mut client, 1, None).await;
-    let read = snapshot(&mut first).await.job.expect("job");
-    assert_eq!(
-        (read.revision, from_memory()),
-        (3, 0),
-        "nobody watched it: read"
-    );
-
-    // The job is watched: the worker's snapshot is the state just read.
-    let mut second = watch(&mut worker, 1, None).await;
-    assert_eq!(snapshot(&mut second).await.job.expect("job"), read);
-    assert_eq!(from_memory(), memory);
-
-    // A stranger is refused exactly as when the job is read.
-    let mut stranger = app.client(STRANGER).await;
-    let mut refused = watch(&mut stranger, 1, None).await;
-    assert_status(
-        end(&mut refused).await,
-        Code::PermissionDenied,
-        "job 1 does not exist or you are not its client or assigned worker",
-    );
-    assert_eq!(from_memory(), memory, "a refusal counts no snapshot");
-
-    // A change reaches both once; the next watcher starts from it.
-    churn(&app, 1, 1).await;
-    assert_eq!(event(&mut first).await.revision, 4);
-    assert_eq!(event(&mut second).await.revision, 4);
-    let mut third = watch(&mut client, 1, None).await;
-    let published = snapshot(&mut third).await.job.expect("job");
-    assert_eq!(published.revision, 4);
-    assert_eq!(published.status(), JobStatus::AwaitingClientApproval);
-    assert_eq!(from_memory(), 2 * memory);
-
-    // Resuming at or behind the hub's state replays the log as always
-    // (the job itself, for the access check, comes from memory).
-    let mut resumed = watch(&mut worker, 1, Some(2)).await;
-    expect_revisions(&mut resumed, 3, 4).await;
-    assert_eq!(from_memory(), 3 * memory);
-    // Ahead of it (a revision read elsewhere) goes to the database: a
-    // watcher is never sent back in time by memory.
-    let mut ahead = watch(&mut worker, 1, Some(9)).await;
-    let s = snapshot(&mut ahead).await;
-    assert_eq!(s.reason(), SnapshotReason::Resync);
-    assert_eq!(s.job.expect("job").revision, 4);
-    assert_eq!(from_memory(), 3 * memory);
-
-    // Once nobody watches, the state goes with the topic: a read again.
-    drop((first, second, third, resumed, ahead));
-    await_no_topics(&app).await;
-    let mut again = watch(&mut client, 1, None).await;
-    assert_eq!(snapshot(&mut again).await.job.expect("job").revision, 4);
-    assert_eq!(from_memory(), 3 * memory);
 }
