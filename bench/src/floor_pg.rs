@@ -267,11 +267,7 @@ async fn measure(
                 ids.sort_unstable();
                 ids.dedup();
                 let mut tx = conn.begin().await.map_err(err("begin"))?;
-                let jobs: Vec<JobRow> = sqlx::query_as(LOCK_JOBS)
-                    .bind(&ids)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(err("lock"))?;
+                let jobs = lock(&mut tx, &ids).await?;
                 let at = Utc::now();
                 let mut c = Changes::default();
                 for job in jobs {
@@ -299,12 +295,7 @@ async fn measure(
                 let ids: Vec<i64> = (first + done as i64..first + (done + n) as i64).collect();
                 let mut tx = conn.begin().await.map_err(err("begin"))?;
                 // The real writer looks every id up (and locks it) first.
-                let existing: Vec<JobRow> = sqlx::query_as(LOCK_JOBS)
-                    .bind(&ids)
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(err("look up"))?;
-                if !existing.is_empty() {
+                if !lock(&mut tx, &ids).await?.is_empty() {
                     return Err("a created job already exists".into());
                 }
                 create(&mut tx, &ids, created).await?;
@@ -314,6 +305,16 @@ async fn measure(
             Ok(created.len())
         }
     }
+}
+
+/// Locks and reads the rows of `ids`, as the real writer does first in
+/// every batch's transaction.
+async fn lock(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<JobRow>, String> {
+    sqlx::query_as(LOCK_JOBS)
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+        .map_err(err("lock"))
 }
 
 /// One batch of changes as column arrays.

@@ -65,6 +65,15 @@ pub struct ServerSpec {
     pub server_log: String,
 }
 
+impl ServerSpec {
+    /// The PostgreSQL server the real servers share, if they do.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.database_url
+            .as_deref()
+            .filter(|u| u.starts_with("postgres"))
+    }
+}
+
 /// One or more server processes of one target (replicas share the
 /// database; the bare baseline is always one process).
 #[derive(Debug)]
@@ -104,11 +113,7 @@ impl Cluster {
                 }
             }
         }
-        let postgres = target == Target::Real
-            && spec
-                .database_url
-                .as_deref()
-                .is_some_and(|u| u.starts_with("postgres"));
+        let postgres = target == Target::Real && spec.postgres_url().is_some();
         Ok(Cluster { servers, postgres })
     }
 

@@ -228,11 +228,11 @@ async fn add_floors(
     if row.target != Target::Real || !row.ok {
         return;
     }
-    let at = match ctx.spec.database_url.as_deref() {
+    let at = match (ctx.spec.postgres_url(), &ctx.spec.database_url) {
         _ if ctx.spec.connect.is_some() => None,
-        None => Some(FloorDatabase::Sqlite(&ctx.spec.tmp_dir)),
-        Some(url) if url.starts_with("postgres") => Some(FloorDatabase::Postgres(url)),
-        Some(_) => None,
+        (Some(url), _) => Some(FloorDatabase::Postgres(url)),
+        (None, None) => Some(FloorDatabase::Sqlite(&ctx.spec.tmp_dir)),
+        (None, Some(_)) => None,
     };
     let Some(at) = at else {
         row.notes
@@ -249,38 +249,39 @@ async fn add_floors(
         let batch = batch_metric
             .and_then(|m| row.metric(m))
             .map_or(1, |b| b.round().max(1.0) as usize);
-        let mut batches = vec![batch];
-        if postgres && op == FloorOp::Change && batch > 1 {
-            batches.push(1);
-        }
-        for b in batches {
-            // A transaction per change waits for a WAL flush each: its rate
-            // needs far fewer changes to measure, and would take minutes.
-            let (jobs, ops) = if b == batch {
-                (jobs, ops)
-            } else {
-                (jobs.min(SINGLE_CHANGES), ops.min(SINGLE_CHANGES))
-            };
-            match floor::in_own_process(&ctx.spec.self_bin, at, label, op, jobs, ops, b).await {
-                Ok(f) if f.ops > 0 => {
-                    let per_op = |secs: f64| secs * 1e6 / f.ops as f64;
-                    let rate = f.ops as f64 / f.wall_secs.max(1e-9);
-                    if b == batch {
-                        row.put(metric, "us", per_op(f.cpu_secs));
-                        if let (Some(db), Some(name)) = (f.db_cpu_secs, db_metric(metric)) {
-                            row.put(name, "us", per_op(db));
-                        }
-                        if op == FloorOp::Change && postgres {
-                            row.put("floor_changes_per_s", "1/s", rate);
-                        }
-                    }
-                    if op == FloorOp::Change && postgres && b == 1 {
-                        row.put("floor_changes_per_s_single", "1/s", rate);
-                    }
+        let floor = floor::in_own_process(&ctx.spec.self_bin, at, label, op, jobs, ops, batch);
+        let rate = match floor.await {
+            Ok(f) if f.ops > 0 => {
+                let per_op = |secs: f64| secs * 1e6 / f.ops as f64;
+                row.put(metric, "us", per_op(f.cpu_secs));
+                if let (Some(db), Some(name)) = (f.db_cpu_secs, db_metric(metric)) {
+                    row.put(name, "us", per_op(db));
                 }
-                Ok(_) => {}
-                Err(e) => row.notes.push(e),
+                f.ops as f64 / f.wall_secs.max(1e-9)
             }
+            Ok(_) => continue,
+            Err(e) => {
+                row.notes.push(e);
+                continue;
+            }
+        };
+        if !(postgres && op == FloorOp::Change) {
+            continue;
+        }
+        row.put("floor_changes_per_s", "1/s", rate);
+        // A transaction per change waits for a WAL flush each: its rate
+        // needs far fewer changes to measure, and would take minutes.
+        let single = if batch == 1 {
+            Ok(rate)
+        } else {
+            let (jobs, ops) = (jobs.min(SINGLE_CHANGES), ops.min(SINGLE_CHANGES));
+            floor::in_own_process(&ctx.spec.self_bin, at, label, op, jobs, ops, 1)
+                .await
+                .map(|f| f.ops as f64 / f.wall_secs.max(1e-9))
+        };
+        match single {
+            Ok(rate) => row.put("floor_changes_per_s_single", "1/s", rate),
+            Err(e) => row.notes.push(e),
         }
     }
 }
