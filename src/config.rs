@@ -147,6 +147,10 @@ pub struct ServeArgs {
     /// How long a database call may wait before failing with UNAVAILABLE.
     #[arg(long, env = "JOBSTATUS_DB_TIMEOUT_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub db_timeout_ms: u64,
+    /// SQLite: reader threads, each with its own read-only connection, for
+    /// snapshots and replays (writes have one thread of their own).
+    #[arg(long, env = "JOBSTATUS_SQLITE_READERS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub sqlite_readers: u32,
     /// PostgreSQL: connections per replica for queries and transactions
     /// (the LISTEN session takes one more).
     #[arg(long, env = "JOBSTATUS_DB_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -452,12 +456,28 @@ mod tests {
     }
 
     #[test]
+    fn sqlite_readers_are_bounded() {
+        let cli = Cli::try_parse_from(["jobstatus", "serve", "--sqlite-readers", "2"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("serve expected")
+        };
+        assert_eq!(args.sqlite_readers, 2);
+        for bad in ["0", "257"] {
+            assert!(
+                Cli::try_parse_from(["jobstatus", "serve", "--sqlite-readers", bad]).is_err(),
+                "--sqlite-readers {bad} must be refused"
+            );
+        }
+    }
+
+    #[test]
     fn postgres_tuning_has_defaults_and_bounds() {
         let cli = Cli::try_parse_from(["jobstatus", "serve"]).unwrap();
         let Command::Serve(args) = cli.command else {
             panic!("serve expected")
         };
         assert_eq!(args.db_pool_size, 10);
+        assert_eq!(args.sqlite_readers, 8);
         assert_eq!(args.db_statement_timeout_ms, 5000);
         assert_eq!(args.listener_backoff_ms, 200);
         assert_eq!(args.listener_backoff_max_ms, 5000);

@@ -121,6 +121,21 @@ pub(super) async fn submit<Op>(
     timeout: Duration,
     op: impl FnOnce(Reply) -> Op,
 ) -> Result<Outcome, StorageError> {
+    hand_off(timeout, "the writer", |reply| writes.send(op(reply))).await
+}
+
+/// Hands work to a database thread or task (`send` queues it with the
+/// channel its answer comes back on) and waits for the answer, `timeout`
+/// at most for queueing and answering together. A closed queue or a
+/// dropped answer means the server is shutting down.
+pub(super) async fn hand_off<T, Sent, E>(
+    timeout: Duration,
+    who: &str,
+    send: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Sent,
+) -> Result<T, StorageError>
+where
+    Sent: Future<Output = Result<(), E>>,
+{
     let (reply, answer) = oneshot::channel();
     let shutting_down = || {
         StorageError::Unavailable(
@@ -131,11 +146,11 @@ pub(super) async fn submit<Op>(
     let timed_out = || {
         StorageError::Unavailable(
             Condition::TimedOut,
-            format!("no answer from the writer within {timeout:?}"),
+            format!("no answer from {who} within {timeout:?}"),
         )
     };
     let deadline = tokio::time::Instant::now() + timeout;
-    tokio::time::timeout_at(deadline, writes.send(op(reply)))
+    tokio::time::timeout_at(deadline, send(reply))
         .await
         .map_err(|_| timed_out())?
         .map_err(|_| shutting_down())?;

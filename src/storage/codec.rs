@@ -18,53 +18,17 @@ pub(super) use job_columns;
 
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct JobRow {
-    job_id: i64,
-    client_id: String,
-    worker_id: Option<String>,
-    status: String,
-    payment_method: Option<String>,
-    payment_proof: Option<String>,
-    change_request_reason: Option<String>,
-    cancel_reason: Option<String>,
-    revision: i64,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-/// A job row as SQLite renders `json_array(<job columns>)`: a batch's jobs
-/// come back as one JSON value rather than one row each, because every
-/// row is a hand-off between sqlx's SQLite thread and the writer.
-#[derive(Debug, serde::Deserialize)]
-pub(super) struct JobArray(
-    i64,
-    String,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    i64,
-    DateTime<Utc>,
-    DateTime<Utc>,
-);
-
-impl From<JobArray> for JobRow {
-    fn from(a: JobArray) -> Self {
-        JobRow {
-            job_id: a.0,
-            client_id: a.1,
-            worker_id: a.2,
-            status: a.3,
-            payment_method: a.4,
-            payment_proof: a.5,
-            change_request_reason: a.6,
-            cancel_reason: a.7,
-            revision: a.8,
-            created_at: a.9,
-            updated_at: a.10,
-        }
-    }
+    pub(super) job_id: i64,
+    pub(super) client_id: String,
+    pub(super) worker_id: Option<String>,
+    pub(super) status: String,
+    pub(super) payment_method: Option<String>,
+    pub(super) payment_proof: Option<String>,
+    pub(super) change_request_reason: Option<String>,
+    pub(super) cancel_reason: Option<String>,
+    pub(super) revision: i64,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) updated_at: DateTime<Utc>,
 }
 
 fn corrupt(what: impl std::fmt::Display) -> StorageError {

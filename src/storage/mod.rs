@@ -161,7 +161,8 @@ impl From<sqlx::Error> for StorageError {
 pub struct StoreOptions {
     /// How long a query may wait for the database before failing UNAVAILABLE.
     pub busy_timeout: Duration,
-    /// Connections for reads (snapshots, replays).
+    /// SQLite: reader threads, each with its own connection, for reads
+    /// (snapshots, replays).
     pub read_connections: u32,
     /// How many waiting changes one write transaction may commit together.
     pub max_batch: usize,

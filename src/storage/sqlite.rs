@@ -1,31 +1,34 @@
 //! SQLite, the embedded default: one file, WAL, `synchronous=FULL`.
 //!
-//! SQLite has one writer at a time, so rather than let requests queue on its
-//! lock, one writer task owns the only write connection and commits whatever
-//! changes are waiting in a single transaction: one fsync acknowledges many
-//! changes, and none is acknowledged before its commit is on disk. Within
-//! that transaction a batch costs the same few statements whatever its size
-//! (see `commit_batch`): the requests are decided in memory, in order. Reads
-//! (snapshots, replays) use a separate pool and never wait for the writer.
-//! Nothing here may hold a connection while events are published.
+//! SQLite's calls block, so SQLite runs on threads of its own and async
+//! callers hand it work and await the answer: one hand-off each way per
+//! operation, whatever it reads or writes. One writer thread owns the only
+//! write connection and commits whatever changes are waiting in a single
+//! transaction: one fsync acknowledges many changes, and none is
+//! acknowledged before its commit is on disk. A few reader threads each own
+//! a read-only connection for snapshots and replays, so reads never wait
+//! for the writer. Every statement is prepared once per connection and
+//! kept. The schema is migrated by sqlx at start-up, before these
+//! connections open. Nothing here may hold a connection while events are
+//! published, or run SQLite on a runtime thread.
 
 use super::Condition;
 use std::future::Future;
+use std::path::Path;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection as _};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::batch::{
-    Answered, BatchJobs, CommitBatch, Reply, WriteFailure, commit_and_answer, decide_all, submit,
+    Answered, BatchJobs, CommitBatch, Reply, WriteFailure, commit_and_answer, decide_all, hand_off,
+    submit,
 };
 use super::codec::{self, JobRow, job_columns};
 use super::{Outcome, StorageError, StoreOptions};
@@ -38,23 +41,42 @@ const PROBE_BYTES: i64 = 64 * 1024;
 /// How many changes may wait for the writer before callers wait too.
 const WRITE_QUEUE: usize = 4096;
 
+/// How many reads may wait for a reader thread before callers wait too.
+const READ_QUEUE: usize = 4096;
+
+const SELECT_JOB: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE job_id = ?1");
+
+/// One read, run by whichever reader thread takes it first.
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
-    reads: SqlitePool,
+    /// Taken by `close`: the reader threads end once it is dropped and
+    /// what was queued is done.
+    reads: Mutex<Option<flume::Sender<ReadJob>>>,
     writes: mpsc::Sender<WriteOp>,
-    /// How long a change may wait for its answer (`--db-timeout-ms`).
+    /// How long an operation may wait for its answer (`--db-timeout-ms`).
     timeout: Duration,
     /// Set while writes fail for a condition that blocks them.
     failure: Arc<WriteFailure>,
     /// Cancelled by `close`: the writer stops taking new changes, commits
     /// what is queued and exits.
     closing: CancellationToken,
-    writer: TaskTracker,
+    /// Cancelled by the writer thread as it ends, however it ends.
+    writer_done: CancellationToken,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("timeout", &self.timeout)
+            .field("closing", &self.closing.is_cancelled())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -84,39 +106,66 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(options.busy_timeout);
+        let path = connect.get_filename().to_owned();
 
-        let mut writer_conn = connect.connect().await?;
+        let mut migrator = connect.connect().await?;
         sqlx::migrate!("./migrations/sqlite")
-            .run(&mut writer_conn)
+            .run(&mut migrator)
             .await
             .map_err(|e| StorageError::Internal(format!("migrations failed: {e}")))?;
+        migrator.close().await?;
 
-        let reads = SqlitePoolOptions::new()
-            .max_connections(options.read_connections.max(1))
-            .acquire_timeout(options.busy_timeout)
-            .connect_with(connect.read_only(true).create_if_missing(false))
-            .await?;
+        let readers = options.read_connections.max(1);
+        let busy_timeout = options.busy_timeout;
+        let (writer_conn, reader_conns, runtime) = tokio::task::spawn_blocking(move || {
+            let writer = open(&path, Access::Write, busy_timeout)?;
+            let readers = (0..readers)
+                .map(|_| open(&path, Access::Read, busy_timeout))
+                .collect::<Result<Vec<_>, _>>()?;
+            // The writer thread's own runtime: it waits for the queue and
+            // answers callers, and runs nothing else.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .map_err(|e| StorageError::Internal(format!("cannot start the writer: {e}")))?;
+            Ok::<_, StorageError>((writer, readers, runtime))
+        })
+        .await
+        .map_err(|e| StorageError::Internal(format!("opening SQLite failed: {e}")))??;
+
+        let (reads, read_queue) = flume::bounded::<ReadJob>(READ_QUEUE);
+        for (n, conn) in reader_conns.into_iter().enumerate() {
+            let queue = read_queue.clone();
+            spawn_thread(format!("sqlite-read-{n}"), move || {
+                while let Ok(job) = queue.recv() {
+                    job(&conn);
+                }
+            })?;
+        }
 
         let (writes, rx) = mpsc::channel(WRITE_QUEUE);
         let closing = CancellationToken::new();
-        let writer = TaskTracker::new();
+        let writer_done = CancellationToken::new();
         let failure = Arc::new(WriteFailure::default());
-        writer.spawn(run_writer(
-            writer_conn,
+        let writer = run_writer(
+            Writer(writer_conn),
             rx,
             options.max_batch.max(1),
             failure.clone(),
             closing.clone(),
-        ));
-        writer.close();
+        );
+        let done = writer_done.clone();
+        spawn_thread("sqlite-writer".into(), move || {
+            let _done = done.drop_guard();
+            runtime.block_on(writer);
+        })?;
         Ok(Self {
             inner: Arc::new(Inner {
-                reads,
+                reads: Mutex::new(Some(reads)),
                 writes,
                 timeout: options.busy_timeout,
                 failure,
                 closing,
-                writer,
+                writer_done,
             }),
         })
     }
@@ -128,17 +177,36 @@ impl SqliteStore {
         .await
     }
 
+    /// Runs `read` on a reader thread and returns its answer, waiting
+    /// `--db-timeout-ms` at most in all.
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let queue = self
+            .inner
+            .reads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| {
+                StorageError::Unavailable(
+                    Condition::ShuttingDown,
+                    "the server is shutting down".into(),
+                )
+            })?;
+        hand_off(self.inner.timeout, "SQLite's readers", |reply| {
+            let job: ReadJob = Box::new(move |conn| {
+                // A caller that went away is not told.
+                let _ = reply.send(read(conn));
+            });
+            queue.into_send_async(job)
+        })
+        .await
+    }
+
     pub async fn get_job(&self, id: JobId) -> Result<Option<Job>, StorageError> {
-        sqlx::query_as::<_, JobRow>(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE job_id = ?"
-        ))
-        .bind(id.get())
-        .fetch_optional(&self.inner.reads)
-        .await?
-        .map(Job::try_from)
-        .transpose()
+        self.read(move |conn| get_job(conn, id)).await
     }
 
     pub async fn events_after(
@@ -147,60 +215,69 @@ impl SqliteStore {
         after: i64,
         limit: u32,
     ) -> Result<Vec<Event>, StorageError> {
-        let payloads: Vec<String> = sqlx::query_scalar(
-            "SELECT payload FROM job_events WHERE job_id = ? AND revision > ? \
-             ORDER BY revision LIMIT ?",
-        )
-        .bind(id.get())
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(&self.inner.reads)
-        .await?;
-        payloads.iter().map(|p| codec::decode_event(p)).collect()
+        self.read(move |conn| {
+            let mut query = conn.prepare_cached(
+                "SELECT payload FROM job_events WHERE job_id = ?1 AND revision > ?2 \
+                 ORDER BY revision LIMIT ?3",
+            )?;
+            let mut rows = query.query(params![id.get(), after, i64::from(limit)])?;
+            let mut events = Vec::new();
+            while let Some(row) = rows.next()? {
+                events.push(codec::decode_event(text(row, 0)?)?);
+            }
+            Ok(events)
+        })
+        .await
     }
 
     pub async fn jobs_by_ids(&self, ids: &[JobId]) -> Result<Vec<Job>, StorageError> {
-        let ids = distinct_ids(ids.iter().copied())
-            .map_err(|e| StorageError::Internal(format!("cannot list job ids: {e}")))?;
-        sqlx::query_as::<_, JobRow>(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM json_each(?) AS i JOIN jobs ON jobs.job_id = i.value"
-        ))
-        .bind(ids)
-        .fetch_all(&self.inner.reads)
-        .await?
-        .into_iter()
-        .map(Job::try_from)
-        .collect()
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        self.read(move |conn| {
+            let mut jobs = Vec::with_capacity(ids.len());
+            for id in ids {
+                jobs.extend(get_job(conn, id)?);
+            }
+            Ok(jobs)
+        })
+        .await
     }
 
     /// Jobs where `user` is the client or the assigned worker: unfinished
     /// first, then most recently updated.
     pub async fn jobs_of_user(&self, user: &str, limit: u32) -> Result<Vec<Job>, StorageError> {
-        sqlx::query_as::<_, JobRow>(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE client_id = ?1 OR worker_id = ?1 \
-             ORDER BY (status IN ('completed', 'cancelled')), updated_at DESC, job_id LIMIT ?2"
-        ))
-        .bind(user)
-        .bind(i64::from(limit))
-        .fetch_all(&self.inner.reads)
-        .await?
-        .into_iter()
-        .map(Job::try_from)
-        .collect()
+        let user = user.to_owned();
+        self.read(move |conn| {
+            let mut query = conn.prepare_cached(concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM jobs WHERE client_id = ?1 OR worker_id = ?1 \
+                 ORDER BY (status IN ('completed', 'cancelled')), updated_at DESC, job_id \
+                 LIMIT ?2"
+            ))?;
+            let mut rows = query.query(params![user, i64::from(limit)])?;
+            let mut jobs = Vec::new();
+            while let Some(row) = rows.next()? {
+                jobs.push(read_job(row)?);
+            }
+            Ok(jobs)
+        })
+        .await
     }
 
-    /// Checks both paths: a read, and that the writer can take the lock.
     /// The condition writes are failing for now, if any (health checking).
     pub fn write_failure(&self) -> Option<Condition> {
         self.inner.failure.get()
     }
 
+    /// Checks both paths: a read, and that the writer can take the lock.
     pub async fn ping(&self) -> Result<(), StorageError> {
-        sqlx::query("SELECT 1").execute(&self.inner.reads).await?;
+        self.read(|conn| {
+            conn.prepare_cached("SELECT 1")?.query_row([], |_| Ok(()))?;
+            Ok(())
+        })
+        .await?;
         let stopped = || {
             StorageError::Unavailable(
                 Condition::ShuttingDown,
@@ -218,15 +295,110 @@ impl SqliteStore {
 
     pub async fn close(&self) {
         self.inner.closing.cancel();
-        self.inner.writer.wait().await;
-        self.inner.reads.close().await;
+        self.inner.writer_done.cancelled().await;
+        // The reader threads finish what is queued, then end.
+        self.inner
+            .reads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 }
 
-/// The writer task: commits queued changes in batches until closed, then
-/// drains the queue.
+fn spawn_thread(name: String, run: impl FnOnce() + Send + 'static) -> Result<(), StorageError> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(run)
+        .map(drop)
+        .map_err(|e| StorageError::Internal(format!("cannot start a SQLite thread: {e}")))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+/// Opens one of the store's connections to the migrated file.
+fn open(path: &Path, access: Access, busy_timeout: Duration) -> Result<Connection, StorageError> {
+    let flags = match access {
+        Access::Read => OpenFlags::SQLITE_OPEN_READ_ONLY,
+        Access::Write => OpenFlags::SQLITE_OPEN_READ_WRITE,
+    } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(busy_timeout)?;
+    // WAL is the file's (set when it was migrated); the rest is each
+    // connection's own.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(err: rusqlite::Error) -> Self {
+        match &err {
+            rusqlite::Error::SqliteFailure(failure, message) => {
+                match Condition::of_code(&failure.extended_code.to_string()) {
+                    Some(condition) => StorageError::Unavailable(
+                        condition,
+                        message.clone().unwrap_or_else(|| failure.to_string()),
+                    ),
+                    None => StorageError::Internal(err.to_string()),
+                }
+            }
+            _ => StorageError::Internal(err.to_string()),
+        }
+    }
+}
+
+/// Timestamps as sqlx writes them to SQLite (RFC 3339, `+00:00`), so a
+/// database written by either reads the same and `updated_at` sorts as text.
+fn encode_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+}
+
+fn text<'r>(row: &'r rusqlite::Row<'_>, column: usize) -> Result<&'r str, StorageError> {
+    row.get_ref(column)?
+        .as_str()
+        .map_err(|e| StorageError::Corrupt(format!("column {column}: {e}")))
+}
+
+fn read_job(row: &rusqlite::Row<'_>) -> Result<Job, StorageError> {
+    let time = |column: usize| {
+        let stored = text(row, column)?;
+        DateTime::parse_from_rfc3339(stored)
+            .map(|at| at.with_timezone(&Utc))
+            .map_err(|e| StorageError::Corrupt(format!("timestamp {stored:?}: {e}")))
+    };
+    Job::try_from(JobRow {
+        job_id: row.get(0)?,
+        client_id: row.get(1)?,
+        worker_id: row.get(2)?,
+        status: row.get(3)?,
+        payment_method: row.get(4)?,
+        payment_proof: row.get(5)?,
+        change_request_reason: row.get(6)?,
+        cancel_reason: row.get(7)?,
+        revision: row.get(8)?,
+        created_at: time(9)?,
+        updated_at: time(10)?,
+    })
+}
+
+fn get_job(conn: &Connection, id: JobId) -> Result<Option<Job>, StorageError> {
+    let mut query = conn.prepare_cached(SELECT_JOB)?;
+    let mut rows = query.query([id.get()])?;
+    rows.next()?.map(read_job).transpose()
+}
+
+/// The writer thread's one connection.
+struct Writer(Connection);
+
+/// The writer: commits queued changes in batches until closed, then drains
+/// the queue. It runs on the writer thread's own runtime, where blocking
+/// in SQLite holds up nothing but the writer.
 async fn run_writer(
-    mut conn: SqliteConnection,
+    mut writer: Writer,
     mut rx: mpsc::Receiver<WriteOp>,
     max_batch: usize,
     failure: Arc<WriteFailure>,
@@ -255,26 +427,23 @@ async fn run_writer(
                     replies.push(reply);
                 }
                 WriteOp::Ping { reply } => {
-                    let _ = reply.send(ping_writer(&mut conn, &failure).await);
+                    let _ = reply.send(ping_writer(&mut writer.0, &failure));
                 }
             }
         }
         if requests.is_empty() {
             continue;
         }
-        commit_and_answer(&failure, &mut conn, &requests, replies).await;
+        commit_and_answer(&failure, &mut writer, &requests, replies).await;
     }
     // A clean stop leaves the database whole in its one file: merge the WAL
     // back, so that copying jobstatus.db alone after exit 0 copies
     // everything (closing the last connection would too, but only if no
     // reader is still open at that moment).
-    if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(&mut conn)
-        .await
-    {
+    if let Err(err) = writer.0.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %err, "merging the WAL into the database file failed");
     }
-    if let Err(err) = conn.close().await {
+    if let Err((_, err)) = writer.0.close() {
         tracing::warn!(error = %err, "closing the SQLite writer connection failed");
     }
 }
@@ -284,31 +453,20 @@ async fn run_writer(
 /// real write of a large batch's size instead ([`PROBE_BYTES`] into the
 /// `health_probe` row), so a recovery shows even when no client writes, and
 /// a disk with room for a tiny write but not for real ones stays reported.
-async fn ping_writer(
-    conn: &mut SqliteConnection,
-    failure: &WriteFailure,
-) -> Result<(), StorageError> {
+fn ping_writer(conn: &mut Connection, failure: &WriteFailure) -> Result<(), StorageError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if failure.get().is_none() {
-        let tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        tx.rollback().await?;
+        tx.rollback()?;
         return Ok(());
     }
-    // Plain statements, as a batch writes: a failed COMMIT (a full disk)
-    // leaves the transaction open, and it must be rolled back here.
-    let probe = async {
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        sqlx::query("INSERT OR REPLACE INTO health_probe (id, payload) VALUES (1, zeroblob(?))")
-            .bind(PROBE_BYTES)
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("COMMIT").execute(&mut *conn).await.map(drop)
-    };
-    let probed: Result<(), sqlx::Error> = probe.await;
-    if probed.is_err()
-        && let Err(err) = sqlx::query("ROLLBACK").execute(&mut *conn).await
-    {
-        tracing::debug!(error = %err, "rollback after a failed health probe");
-    }
+    // A failed COMMIT (a full disk) leaves the transaction open: dropping
+    // `tx` then rolls it back.
+    let probed = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO health_probe (id, payload) VALUES (1, zeroblob(?1))",
+        )
+        .and_then(|mut probe| probe.execute([PROBE_BYTES]))
+        .and_then(|_| tx.commit());
     match probed {
         Ok(()) => {
             failure.set(None);
@@ -324,196 +482,114 @@ async fn ping_writer(
     }
 }
 
-impl CommitBatch for SqliteConnection {
+impl CommitBatch for Writer {
     fn commit(
         &mut self,
         requests: &[Request],
     ) -> impl Future<Output = Result<Vec<Result<Outcome, StorageError>>, StorageError>> + Send {
-        commit_batch(self, requests)
+        std::future::ready(commit_batch(&mut self.0, requests))
     }
 }
 
 /// Decides and writes every request in one transaction. A refused request
 /// gets its own error; a database error fails the whole batch, which then
-/// wrote nothing.
-async fn commit_batch(
-    conn: &mut SqliteConnection,
+/// wrote nothing (the transaction rolls back as it is dropped).
+fn commit_batch(
+    conn: &mut Connection,
     requests: &[Request],
 ) -> Result<Vec<Result<Outcome, StorageError>>, StorageError> {
-    let written = decide_and_write(conn, requests).await;
-    if written.is_err() {
-        // Whatever step failed, leave no transaction open for the next
-        // batch. SQLite answers "no transaction is active" if there is none.
-        if let Err(err) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
-            tracing::debug!(error = %err, "rollback after a failed batch");
-        }
-    }
-    written
-}
-
-/// The batch's transaction, in three round trips to sqlx's SQLite thread
-/// whatever the batch's size: those hand-offs (tens of microseconds each on
-/// a busy machine), not SQLite, are what a batch spends most of its time
-/// on, and the writer is the one place every change waits its turn. Begin
-/// and read, decide every request in memory, write every row, commit.
-async fn decide_and_write(
-    conn: &mut SqliteConnection,
-    requests: &[Request],
-) -> Result<Vec<Result<Outcome, StorageError>>, StorageError> {
-    let (mut jobs, mut answered) = begin_and_read(conn, requests).await?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (mut jobs, mut answered) = read_batch(&tx, requests)?;
     let (results, changes) = decide_all(&mut jobs, &mut answered, requests);
-    write_changes(conn, &changes).await?;
-    sqlx::query("COMMIT").execute(&mut *conn).await?;
+    write_changes(&tx, &changes)?;
+    tx.commit()?;
     Ok(results)
 }
 
-/// Job ids as a JSON array without repeats, for `json_each(?) AS i JOIN
-/// jobs ON jobs.job_id = i.value`: one primary-key lookup per id. The
-/// obvious `job_id IN (SELECT value FROM json_each(?))` builds a temporary
-/// b-tree of the ids first (a page cache, pages, and their frees, at every
-/// batch); the join does not, and without repeats it returns each job once.
-fn distinct_ids(ids: impl Iterator<Item = JobId>) -> Result<String, serde_json::Error> {
-    let mut ids: Vec<i64> = ids.map(JobId::get).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    serde_json::to_string(&ids)
-}
-
-/// Opens the batch's write transaction and, in the same round trip, reads
-/// every job `requests` touch and every committed event that already used
-/// one of their request ids (the join is served by the unique index on
-/// (actor_id, request_id)). Each read returns one JSON value, not a row per
-/// job: every row would be one more hand-off.
-async fn begin_and_read(
-    conn: &mut SqliteConnection,
+/// Reads, inside the batch's transaction, every job `requests` touch and
+/// every committed event that already used one of their request ids (the
+/// unique index on (actor_id, request_id) serves it).
+fn read_batch(
+    conn: &Connection,
     requests: &[Request],
 ) -> Result<(BatchJobs, Answered), StorageError> {
-    let pairs: Vec<(&str, &str)> = requests
-        .iter()
-        .filter_map(|r| Some((r.caller.id(), r.request_id.as_ref()?.as_str())))
-        .collect();
-    let to_json = |what: &str, e: serde_json::Error| {
-        StorageError::Internal(format!("cannot list the batch's {what}: {e}"))
-    };
-    let ids = distinct_ids(requests.iter().map(|r| r.job_id)).map_err(|e| to_json("job ids", e))?;
-    let pairs = serde_json::to_string(&pairs).map_err(|e| to_json("request ids", e))?;
-    let values: Vec<String> = sqlx::query_scalar(concat!(
-        "BEGIN IMMEDIATE; ",
-        "SELECT json_group_array(json_array(",
-        job_columns!(),
-        ")) FROM json_each(?) AS i JOIN jobs ON jobs.job_id = i.value; ",
-        "SELECT json_group_array(json_array(e.actor_id, e.request_id, e.payload)) \
-         FROM json_each(?) AS p JOIN job_events AS e \
-           ON e.actor_id = json_extract(p.value, '$[0]') \
-          AND e.request_id = json_extract(p.value, '$[1]')"
-    ))
-    .bind(ids)
-    .bind(pairs)
-    .fetch_all(&mut *conn)
-    .await?;
-    let [jobs, answered] = values.as_slice() else {
-        return Err(StorageError::Internal(format!(
-            "the batch's reads returned {} values, not 2",
-            values.len()
-        )));
-    };
-    let corrupt = |what: &str, e: serde_json::Error| {
-        StorageError::Corrupt(format!("cannot decode the batch's {what}: {e}"))
-    };
-    let jobs = serde_json::from_str::<Vec<codec::JobArray>>(jobs)
-        .map_err(|e| corrupt("jobs", e))?
-        .into_iter()
-        .map(|row| Job::try_from(JobRow::from(row)).map(|job| (job.id, job)))
-        .collect::<Result<BatchJobs, _>>()?;
-    let answered = serde_json::from_str::<Vec<(String, String, String)>>(answered)
-        .map_err(|e| corrupt("answered request ids", e))?
-        .into_iter()
-        .map(|(actor_id, request_id, payload)| {
-            Ok(((actor_id, request_id), codec::decode_event(&payload)?))
-        })
-        .collect::<Result<Answered, StorageError>>()?;
+    let mut jobs = BatchJobs::with_capacity(requests.len());
+    let mut answered = Answered::new();
+    let mut by_request_id = conn
+        .prepare_cached("SELECT payload FROM job_events WHERE actor_id = ?1 AND request_id = ?2")?;
+    for request in requests {
+        if !jobs.contains_key(&request.job_id)
+            && let Some(job) = get_job(conn, request.job_id)?
+        {
+            jobs.insert(job.id, job);
+        }
+        if let Some(request_id) = &request.request_id {
+            let actor = request.caller.id();
+            let mut rows = by_request_id.query(params![actor, request_id.as_str()])?;
+            if let Some(row) = rows.next()? {
+                let event = codec::decode_event(text(row, 0)?)?;
+                answered.insert((actor.to_owned(), request_id.as_str().to_owned()), event);
+            }
+        }
+    }
     Ok((jobs, answered))
 }
 
-/// SQLite's limit on bound parameters per statement
-/// (`SQLITE_MAX_VARIABLE_NUMBER`, 32 766 by default since 3.32). A batch
-/// larger than one statement can bind is written in chunks; at the default
-/// `max_batch` of 256 every write is one statement.
-const MAX_PARAMS: usize = 32_766;
-/// Bound parameters per row of each write below.
-const JOB_PARAMS: usize = 11;
-const EVENT_PARAMS: usize = 8;
-
-/// Writes the batch's changes in the order they were decided, in one
-/// round trip: the job row after each change, then every event. Fails if
-/// any row was not written, so the caller rolls the whole batch back.
-async fn write_changes(conn: &mut SqliteConnection, changes: &[Event]) -> Result<(), StorageError> {
-    if changes.is_empty() {
-        return Ok(());
-    }
-    // A job changed twice in the batch gets two rows, in order, in the same
-    // statement (SQLite applies a multi-row upsert row by row). Each row is
-    // a compare-and-set on the revision (the WHERE), so a history can never
-    // fork even if two writers ever raced: a row whose check fails changes
-    // nothing, and the count of changed rows falls short.
-    let mut sql = QueryBuilder::<Sqlite>::new("");
-    for chunk in changes.chunks(MAX_PARAMS / JOB_PARAMS) {
-        sql.push(concat!("INSERT INTO jobs (", job_columns!(), ") "));
-        sql.push_values(chunk, |mut row, event| {
-            let job = &event.job;
-            row.push_bind(job.id.get())
-                .push_bind(job.client_id.as_str())
-                .push_bind(job.worker_id.as_ref().map(|w| w.as_str()))
-                .push_bind(job.status.as_str())
-                .push_bind(job.payment_method.map(|m| m.as_str()))
-                .push_bind(job.payment_proof.as_ref().map(|p| p.as_str()))
-                .push_bind(job.change_request_reason.as_ref().map(|r| r.as_str()))
-                .push_bind(job.cancel_reason.as_ref().map(|r| r.as_str()))
-                .push_bind(job.revision)
-                .push_bind(job.created_at)
-                .push_bind(job.updated_at);
-        });
-        sql.push(
-            " ON CONFLICT (job_id) DO UPDATE SET \
-               worker_id = excluded.worker_id, status = excluded.status, \
-               payment_method = excluded.payment_method, payment_proof = excluded.payment_proof, \
-               change_request_reason = excluded.change_request_reason, \
-               cancel_reason = excluded.cancel_reason, revision = excluded.revision, \
-               updated_at = excluded.updated_at \
-             WHERE jobs.revision = excluded.revision - 1; ",
-        );
-    }
-    let payloads = changes
-        .iter()
-        .map(codec::encode_event)
-        .collect::<Result<Vec<_>, _>>()?;
-    let rows: Vec<(&Event, String)> = changes.iter().zip(payloads).collect();
-    for chunk in rows.chunks(MAX_PARAMS / EVENT_PARAMS) {
-        sql.push(
-            "INSERT INTO job_events \
-             (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) ",
-        );
-        sql.push_values(chunk, |mut row, (event, payload)| {
-            row.push_bind(event.job_id().get())
-                .push_bind(event.revision())
-                .push_bind(event.kind.as_str())
-                .push_bind(event.actor_id.as_str())
-                .push_bind(codec::role_str(event.actor_role))
-                .push_bind(event.request_id.as_ref().map(|r| r.as_str()))
-                .push_bind(payload.as_str())
-                .push_bind(event.at());
-        });
-        sql.push("; ");
-    }
-    // Every statement changes at most one row per change; an event that
-    // cannot be inserted is an error, not a shortfall. So the total falls
-    // short exactly when some job row failed its revision check.
-    let written = sql.build().execute(&mut *conn).await?.rows_affected();
-    let expected = 2 * changes.len() as u64;
-    if written != expected {
-        return Err(StorageError::Internal(format!(
-            "wrote {written} of {expected} rows: a job moved while the batch was being written"
-        )));
+/// Writes the batch's changes in the order they were decided: the job row
+/// after each change, then its event. Fails if any row was not written, so
+/// the caller rolls the whole batch back.
+fn write_changes(conn: &Connection, changes: &[Event]) -> Result<(), StorageError> {
+    // Each job row is a compare-and-set on the revision (the WHERE), so a
+    // history can never fork even if two writers ever raced: a row whose
+    // check fails changes nothing, and fails the batch.
+    let mut job_row = conn.prepare_cached(concat!(
+        "INSERT INTO jobs (",
+        job_columns!(),
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
+         ON CONFLICT (job_id) DO UPDATE SET \
+           worker_id = excluded.worker_id, status = excluded.status, \
+           payment_method = excluded.payment_method, payment_proof = excluded.payment_proof, \
+           change_request_reason = excluded.change_request_reason, \
+           cancel_reason = excluded.cancel_reason, revision = excluded.revision, \
+           updated_at = excluded.updated_at \
+         WHERE jobs.revision = excluded.revision - 1"
+    ))?;
+    let mut event_row = conn.prepare_cached(
+        "INSERT INTO job_events \
+         (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for event in changes {
+        let job = &event.job;
+        let written = job_row.execute(params![
+            job.id.get(),
+            job.client_id.as_str(),
+            job.worker_id.as_ref().map(|w| w.as_str()),
+            job.status.as_str(),
+            job.payment_method.map(|m| m.as_str()),
+            job.payment_proof.as_ref().map(|p| p.as_str()),
+            job.change_request_reason.as_ref().map(|r| r.as_str()),
+            job.cancel_reason.as_ref().map(|r| r.as_str()),
+            job.revision,
+            encode_time(job.created_at),
+            encode_time(job.updated_at),
+        ])?;
+        if written != 1 {
+            return Err(StorageError::Internal(format!(
+                "job {} moved while the batch was being written: revision {} is not the next",
+                job.id, job.revision
+            )));
+        }
+        event_row.execute(params![
+            event.job_id().get(),
+            event.revision(),
+            event.kind.as_str(),
+            event.actor_id.as_str(),
+            codec::role_str(event.actor_role),
+            event.request_id.as_ref().map(|r| r.as_str()),
+            codec::encode_event(event)?,
+            encode_time(event.at()),
+        ])?;
     }
     Ok(())
 }
@@ -523,20 +599,16 @@ mod tests {
     use super::*;
     use crate::domain::{Caller, Command, PaymentMethod, RequestId, ServiceId, UserId};
 
-    async fn migrated(dir: &tempfile::TempDir) -> SqliteConnection {
+    /// A migrated file and the writer's kind of connection to it.
+    async fn migrated(dir: &tempfile::TempDir) -> Connection {
         let path = dir.path().join("batch.db");
-        let mut conn = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .foreign_keys(true)
-            .connect()
+        let url = format!("sqlite://{}", path.display());
+        SqliteStore::connect(&url, &StoreOptions::default())
             .await
-            .unwrap();
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&mut conn)
-            .await
-            .unwrap();
-        conn
+            .unwrap()
+            .close()
+            .await;
+        open(&path, Access::Write, Duration::from_secs(1)).unwrap()
     }
 
     fn request(caller: Caller, command: Command, request_id: Option<&str>) -> Request {
@@ -571,17 +643,20 @@ mod tests {
         }
     }
 
-    async fn stored_revisions(conn: &mut SqliteConnection) -> (i64, Vec<i64>) {
-        let job: i64 = sqlx::query_scalar("SELECT revision FROM jobs WHERE job_id = 7")
-            .fetch_one(&mut *conn)
-            .await
+    fn stored_revisions(conn: &Connection) -> (i64, Vec<i64>) {
+        let job: i64 = conn
+            .query_row("SELECT revision FROM jobs WHERE job_id = 7", [], |r| {
+                r.get(0)
+            })
             .unwrap();
-        let events: Vec<i64> = sqlx::query_scalar(
-            "SELECT revision FROM job_events WHERE job_id = 7 ORDER BY revision",
-        )
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
+        let mut events = conn
+            .prepare("SELECT revision FROM job_events WHERE job_id = 7 ORDER BY revision")
+            .unwrap();
+        let events = events
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<Vec<i64>, _>>()
+            .unwrap();
         (job, events)
     }
 
@@ -593,7 +668,7 @@ mod tests {
     async fn a_batch_sees_its_own_changes_and_request_ids() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = migrated(&dir).await;
-        let created = commit_batch(&mut conn, &[create()]).await.unwrap();
+        let created = commit_batch(&mut conn, &[create()]).unwrap();
         assert_eq!(changed(&created[0]).revision(), 1);
 
         let mark = request(user("bob"), Command::MarkComplete, Some("mark-1"));
@@ -607,7 +682,7 @@ mod tests {
         // Someone else's job: refused, and the rest of the batch stands.
         let refused = request(user("carol"), Command::MarkComplete, None);
         let batch = [mark.clone(), approve, mark.clone(), refused];
-        let results = commit_batch(&mut conn, &batch).await.unwrap();
+        let results = commit_batch(&mut conn, &batch).unwrap();
 
         let marked = changed(&results[0]);
         assert_eq!(marked.revision(), 2);
@@ -621,15 +696,108 @@ mod tests {
             "{:?}",
             results[3]
         );
-        assert_eq!(stored_revisions(&mut conn).await, (3, vec![1, 2, 3]));
+        assert_eq!(stored_revisions(&conn), (3, vec![1, 2, 3]));
 
         // In a later batch the retry is answered from the log.
-        let results = commit_batch(&mut conn, &[mark]).await.unwrap();
+        let results = commit_batch(&mut conn, &[mark]).unwrap();
         match &results[0] {
             Ok(Outcome::Replayed(event)) => assert_eq!(event, &marked),
             other => panic!("expected the stored change replayed, got {other:?}"),
         }
-        assert_eq!(stored_revisions(&mut conn).await, (3, vec![1, 2, 3]));
+        assert_eq!(stored_revisions(&conn), (3, vec![1, 2, 3]));
+    }
+
+    /// What the store writes, it reads back equal, through every read.
+    #[tokio::test]
+    async fn reads_return_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("reads.db").display());
+        let store = SqliteStore::connect(&url, &StoreOptions::default())
+            .await
+            .unwrap();
+        let created = changed(&store.execute(create()).await);
+        let marked = changed(
+            &store
+                .execute(request(user("bob"), Command::MarkComplete, Some("m")))
+                .await,
+        );
+        let id = JobId::new(7).unwrap();
+        assert_eq!(store.get_job(id).await.unwrap(), Some(marked.job.clone()));
+        assert_eq!(store.get_job(JobId::new(8).unwrap()).await.unwrap(), None);
+        assert_eq!(
+            store.events_after(id, 0, 10).await.unwrap(),
+            [created.clone(), marked.clone()]
+        );
+        assert_eq!(
+            store.events_after(id, 1, 10).await.unwrap(),
+            std::slice::from_ref(&marked)
+        );
+        assert_eq!(store.events_after(id, 0, 1).await.unwrap(), [created]);
+        assert_eq!(
+            store.jobs_of_user("alice", 10).await.unwrap(),
+            std::slice::from_ref(&marked.job)
+        );
+        assert!(store.jobs_of_user("carol", 10).await.unwrap().is_empty());
+        store.ping().await.unwrap();
+        store.close().await;
+        // After close, reads and writes are refused as shutting down.
+        for err in [
+            store.get_job(id).await.unwrap_err(),
+            store.execute(create()).await.unwrap_err(),
+        ] {
+            assert!(
+                matches!(err, StorageError::Unavailable(Condition::ShuttingDown, _)),
+                "{err:?}"
+            );
+        }
+    }
+
+    /// With every reader busy, a read waits for one, and fails UNAVAILABLE
+    /// (timed out) once `--db-timeout-ms` has passed; the next reader free
+    /// serves the next read.
+    #[tokio::test]
+    async fn reads_wait_for_a_free_reader_within_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("readers.db").display());
+        let options = StoreOptions {
+            read_connections: 2,
+            busy_timeout: Duration::from_millis(300),
+            ..StoreOptions::default()
+        };
+        let store = SqliteStore::connect(&url, &options).await.unwrap();
+        // Hold both readers until released.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = Arc::new(Mutex::new(held));
+        let (started, mut running) = mpsc::unbounded_channel();
+        let mut holders = Vec::new();
+        for _ in 0..2 {
+            let (store, held, started) = (store.clone(), held.clone(), started.clone());
+            holders.push(tokio::spawn(async move {
+                store
+                    .read(move |_| {
+                        started.send(()).unwrap();
+                        let _ = held.lock().unwrap().recv();
+                        Ok(())
+                    })
+                    .await
+            }));
+        }
+        running.recv().await.unwrap();
+        running.recv().await.unwrap();
+        let id = JobId::new(7).unwrap();
+        let err = store.get_job(id).await.unwrap_err();
+        assert!(
+            matches!(err, StorageError::Unavailable(Condition::TimedOut, _)),
+            "{err:?}"
+        );
+        drop(release);
+        for holder in holders {
+            // Their callers gave up too (the same timeout); the readers are
+            // free again once the reads end.
+            let _ = holder.await.unwrap();
+        }
+        assert_eq!(store.get_job(id).await.unwrap(), None);
+        store.close().await;
     }
 
     /// Looking jobs up by id answers each existing job once, whatever the
@@ -656,35 +824,29 @@ mod tests {
     async fn a_failed_batch_rolls_back_and_the_next_one_commits() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = migrated(&dir).await;
-        commit_batch(&mut conn, &[create()]).await.unwrap();
-        sqlx::query(
+        commit_batch(&mut conn, &[create()]).unwrap();
+        conn.execute_batch(
             "INSERT INTO job_events \
              (job_id, revision, event, actor_id, actor_role, payload, created_at) \
              VALUES (7, 2, 'worker_marked_complete', 'bob', 'worker', '{}', \
                      '2026-01-01T00:00:00+00:00')",
         )
-        .execute(&mut conn)
-        .await
         .unwrap();
         let mark = request(user("bob"), Command::MarkComplete, None);
-        assert!(
-            commit_batch(&mut conn, std::slice::from_ref(&mark))
-                .await
-                .is_err()
-        );
-        let revision: i64 = sqlx::query_scalar("SELECT revision FROM jobs WHERE job_id = 7")
-            .fetch_one(&mut conn)
-            .await
+        assert!(commit_batch(&mut conn, std::slice::from_ref(&mark)).is_err());
+        assert!(conn.is_autocommit(), "no transaction may stay open");
+        let revision: i64 = conn
+            .query_row("SELECT revision FROM jobs WHERE job_id = 7", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_eq!(revision, 1, "the failed batch's job row must not be stored");
 
-        sqlx::query("DELETE FROM job_events WHERE job_id = 7 AND revision = 2")
-            .execute(&mut conn)
-            .await
+        conn.execute_batch("DELETE FROM job_events WHERE job_id = 7 AND revision = 2")
             .unwrap();
-        let results = commit_batch(&mut conn, &[mark]).await.unwrap();
+        let results = commit_batch(&mut conn, &[mark]).unwrap();
         assert_eq!(changed(&results[0]).revision(), 2);
-        assert_eq!(stored_revisions(&mut conn).await, (2, vec![1, 2]));
+        assert_eq!(stored_revisions(&conn), (2, vec![1, 2]));
     }
 
     /// A change whose revision check fails fails the whole write, so the
@@ -693,20 +855,35 @@ mod tests {
     async fn a_failed_revision_check_fails_the_write() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = migrated(&dir).await;
-        let created = commit_batch(&mut conn, &[create()]).await.unwrap();
+        let created = commit_batch(&mut conn, &[create()]).unwrap();
         let results = commit_batch(
             &mut conn,
             &[request(user("bob"), Command::MarkComplete, None)],
         )
-        .await
         .unwrap();
         let stale = changed(&results[0]);
 
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .unwrap();
         let fresh = changed(&created[0]);
-        let err = write_changes(&mut tx, &[fresh, stale]).await.unwrap_err();
+        let err = write_changes(&tx, &[fresh, stale]).unwrap_err();
         assert!(matches!(err, StorageError::Internal(_)), "{err:?}");
-        tx.rollback().await.unwrap();
-        assert_eq!(stored_revisions(&mut conn).await, (2, vec![1, 2]));
+        tx.rollback().unwrap();
+        assert_eq!(stored_revisions(&conn), (2, vec![1, 2]));
+    }
+
+    /// Timestamps are stored as sqlx stores them, so files written before
+    /// and after read alike and `updated_at` sorts as text.
+    #[test]
+    fn timestamps_are_stored_as_sqlx_stores_them() {
+        let at = DateTime::parse_from_rfc3339("2026-03-04T05:06:07.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(encode_time(at), "2026-03-04T05:06:07.123456+00:00");
+        let whole = DateTime::parse_from_rfc3339("2026-03-04T05:06:07Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(encode_time(whole), "2026-03-04T05:06:07+00:00");
     }
 }
