@@ -149,7 +149,7 @@ pub struct ServeArgs {
     pub db_timeout_ms: u64,
     /// SQLite: reader threads, each with its own read-only connection, for
     /// snapshots and replays (writes have one thread of their own).
-    #[arg(long, env = "JOBSTATUS_SQLITE_READERS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    #[arg(long, env = "JOBSTATUS_SQLITE_READERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub sqlite_readers: u32,
     /// PostgreSQL: connections per replica for queries and transactions
     /// (the LISTEN session takes one more).
@@ -477,7 +477,7 @@ mod tests {
             panic!("serve expected")
         };
         assert_eq!(args.db_pool_size, 10);
-        assert_eq!(args.sqlite_readers, 8);
+        assert_eq!(args.sqlite_readers, 2);
         assert_eq!(args.db_statement_timeout_ms, 5000);
         assert_eq!(args.listener_backoff_ms, 200);
         assert_eq!(args.listener_backoff_max_ms, 5000);

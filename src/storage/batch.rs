@@ -121,28 +121,32 @@ pub(super) async fn submit<Op>(
     timeout: Duration,
     op: impl FnOnce(Reply) -> Op,
 ) -> Result<Outcome, StorageError> {
-    hand_off(timeout, "the writer", |reply| writes.send(op(reply))).await
+    hand_off(timeout, "the writer", |reply| async move {
+        writes.send(op(reply)).await.map_err(|_| shutting_down())
+    })
+    .await
+}
+
+pub(super) fn shutting_down() -> StorageError {
+    StorageError::Unavailable(
+        Condition::ShuttingDown,
+        "the server is shutting down".into(),
+    )
 }
 
 /// Hands work to a database thread or task (`send` queues it with the
-/// channel its answer comes back on) and waits for the answer, `timeout`
-/// at most for queueing and answering together. A closed queue or a
-/// dropped answer means the server is shutting down.
-pub(super) async fn hand_off<T, Sent, E>(
+/// channel its answer comes back on, or says why it could not) and waits
+/// for the answer, `timeout` at most for queueing and answering together.
+/// A dropped answer means the server is shutting down.
+pub(super) async fn hand_off<T, Sent>(
     timeout: Duration,
     who: &str,
     send: impl FnOnce(oneshot::Sender<Result<T, StorageError>>) -> Sent,
 ) -> Result<T, StorageError>
 where
-    Sent: Future<Output = Result<(), E>>,
+    Sent: Future<Output = Result<(), StorageError>>,
 {
     let (reply, answer) = oneshot::channel();
-    let shutting_down = || {
-        StorageError::Unavailable(
-            Condition::ShuttingDown,
-            "the server is shutting down".into(),
-        )
-    };
     let timed_out = || {
         StorageError::Unavailable(
             Condition::TimedOut,
@@ -152,8 +156,7 @@ where
     let deadline = tokio::time::Instant::now() + timeout;
     tokio::time::timeout_at(deadline, send(reply))
         .await
-        .map_err(|_| timed_out())?
-        .map_err(|_| shutting_down())?;
+        .map_err(|_| timed_out())??;
     tokio::time::timeout_at(deadline, answer)
         .await
         .map_err(|_| timed_out())?

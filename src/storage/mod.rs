@@ -10,6 +10,7 @@
 mod batch;
 mod codec;
 mod postgres;
+mod readers;
 mod sqlite;
 
 use std::time::Duration;
@@ -183,7 +184,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             busy_timeout: Duration::from_secs(1),
-            read_connections: 8,
+            read_connections: 2,
             max_batch: 256,
             pool_size: 10,
             statement_timeout: Duration::from_secs(5),

@@ -16,7 +16,7 @@ use super::Condition;
 use std::future::Future;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -28,9 +28,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::batch::{
     Answered, BatchJobs, CommitBatch, Reply, WriteFailure, commit_and_answer, decide_all, hand_off,
-    submit,
+    shutting_down, submit,
 };
 use super::codec::{self, JobRow, job_columns};
+use super::readers::{Readers, Refused};
 use super::{Outcome, StorageError, StoreOptions};
 use crate::domain::{Event, Job, JobId, Request};
 
@@ -46,18 +47,13 @@ const READ_QUEUE: usize = 4096;
 
 const SELECT_JOB: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE job_id = ?1");
 
-/// One read, run by whichever reader thread takes it first.
-type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
-
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    /// Taken by `close`: the reader threads end once it is dropped and
-    /// what was queued is done.
-    reads: Mutex<Option<flume::Sender<ReadJob>>>,
+    reads: Readers<Connection>,
     writes: mpsc::Sender<WriteOp>,
     /// How long an operation may wait for its answer (`--db-timeout-ms`).
     timeout: Duration,
@@ -132,15 +128,8 @@ impl SqliteStore {
         .await
         .map_err(|e| StorageError::Internal(format!("opening SQLite failed: {e}")))??;
 
-        let (reads, read_queue) = flume::bounded::<ReadJob>(READ_QUEUE);
-        for (n, conn) in reader_conns.into_iter().enumerate() {
-            let queue = read_queue.clone();
-            spawn_thread(format!("sqlite-read-{n}"), move || {
-                while let Ok(job) = queue.recv() {
-                    job(&conn);
-                }
-            })?;
-        }
+        let reads = Readers::start("sqlite-read", reader_conns, READ_QUEUE)
+            .map_err(|e| StorageError::Internal(format!("cannot start SQLite's readers: {e}")))?;
 
         let (writes, rx) = mpsc::channel(WRITE_QUEUE);
         let closing = CancellationToken::new();
@@ -160,7 +149,7 @@ impl SqliteStore {
         })?;
         Ok(Self {
             inner: Arc::new(Inner {
-                reads: Mutex::new(Some(reads)),
+                reads,
                 writes,
                 timeout: options.busy_timeout,
                 failure,
@@ -183,24 +172,22 @@ impl SqliteStore {
         &self,
         read: impl FnOnce(&Connection) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
-        let queue = self
-            .inner
-            .reads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or_else(|| {
-                StorageError::Unavailable(
-                    Condition::ShuttingDown,
-                    "the server is shutting down".into(),
-                )
-            })?;
         hand_off(self.inner.timeout, "SQLite's readers", |reply| {
-            let job: ReadJob = Box::new(move |conn| {
-                // A caller that went away is not told.
-                let _ = reply.send(read(conn));
-            });
-            queue.into_send_async(job)
+            let queued = self
+                .inner
+                .reads
+                .submit(Box::new(move |conn| {
+                    // A caller that went away is not told.
+                    let _ = reply.send(read(conn));
+                }))
+                .map_err(|refused| match refused {
+                    Refused::Closed => shutting_down(),
+                    Refused::Full => StorageError::Unavailable(
+                        Condition::TimedOut,
+                        format!("{READ_QUEUE} reads already wait for SQLite's readers"),
+                    ),
+                });
+            std::future::ready(queued)
         })
         .await
     }
@@ -297,11 +284,7 @@ impl SqliteStore {
         self.inner.closing.cancel();
         self.inner.writer_done.cancelled().await;
         // The reader threads finish what is queued, then end.
-        self.inner
-            .reads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.inner.reads.close();
     }
 }
 
@@ -310,7 +293,7 @@ fn spawn_thread(name: String, run: impl FnOnce() + Send + 'static) -> Result<(),
         .name(name)
         .spawn(run)
         .map(drop)
-        .map_err(|e| StorageError::Internal(format!("cannot start a SQLite thread: {e}")))
+        .map_err(|e| StorageError::Internal(format!("cannot start the SQLite writer: {e}")))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -752,38 +735,34 @@ mod tests {
         }
     }
 
-    /// With every reader busy, a read waits for one, and fails UNAVAILABLE
-    /// (timed out) once `--db-timeout-ms` has passed; the next reader free
-    /// serves the next read.
+    /// With every reader busy (`--sqlite-readers 1` here), a read waits
+    /// for one, and fails UNAVAILABLE (timed out) once `--db-timeout-ms`
+    /// has passed; once the reader is free it serves the next read.
     #[tokio::test]
     async fn reads_wait_for_a_free_reader_within_the_timeout() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("readers.db").display());
         let options = StoreOptions {
-            read_connections: 2,
+            read_connections: 1,
             busy_timeout: Duration::from_millis(300),
             ..StoreOptions::default()
         };
         let store = SqliteStore::connect(&url, &options).await.unwrap();
-        // Hold both readers until released.
         let (release, held) = std::sync::mpsc::channel::<()>();
-        let held = Arc::new(Mutex::new(held));
-        let (started, mut running) = mpsc::unbounded_channel();
-        let mut holders = Vec::new();
-        for _ in 0..2 {
-            let (store, held, started) = (store.clone(), held.clone(), started.clone());
-            holders.push(tokio::spawn(async move {
+        let (started, running) = oneshot::channel();
+        let holder = {
+            let store = store.clone();
+            tokio::spawn(async move {
                 store
                     .read(move |_| {
                         started.send(()).unwrap();
-                        let _ = held.lock().unwrap().recv();
+                        let _ = held.recv();
                         Ok(())
                     })
                     .await
-            }));
-        }
-        running.recv().await.unwrap();
-        running.recv().await.unwrap();
+            })
+        };
+        running.await.unwrap();
         let id = JobId::new(7).unwrap();
         let err = store.get_job(id).await.unwrap_err();
         assert!(
@@ -791,11 +770,9 @@ mod tests {
             "{err:?}"
         );
         drop(release);
-        for holder in holders {
-            // Their callers gave up too (the same timeout); the readers are
-            // free again once the reads end.
-            let _ = holder.await.unwrap();
-        }
+        // Its caller gave up too (the same timeout); the reader is free
+        // again once the read ends.
+        let _ = holder.await.unwrap();
         assert_eq!(store.get_job(id).await.unwrap(), None);
         store.close().await;
     }
