@@ -93,7 +93,9 @@ impl<C: Send + 'static> Readers<C> {
         }
         Ok(())
     }
+}
 
+impl<C> Readers<C> {
     /// Refuses new jobs; the threads finish what is queued, then end.
     pub(super) fn close(&self) {
         self.shared.state().closed = true;
@@ -103,8 +105,7 @@ impl<C: Send + 'static> Readers<C> {
 
 impl<C> Drop for Readers<C> {
     fn drop(&mut self) {
-        self.shared.state().closed = true;
-        self.shared.work.notify_all();
+        self.close();
     }
 }
 

@@ -42,7 +42,8 @@ const PROBE_BYTES: i64 = 64 * 1024;
 /// How many changes may wait for the writer before callers wait too.
 const WRITE_QUEUE: usize = 4096;
 
-/// How many reads may wait for a reader thread before callers wait too.
+/// How many reads may wait for a reader thread; one more is refused
+/// UNAVAILABLE at once.
 const READ_QUEUE: usize = 4096;
 
 const SELECT_JOB: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE job_id = ?1");
@@ -143,10 +144,13 @@ impl SqliteStore {
             closing.clone(),
         );
         let done = writer_done.clone();
-        spawn_thread("sqlite-writer".into(), move || {
-            let _done = done.drop_guard();
-            runtime.block_on(writer);
-        })?;
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                let _done = done.drop_guard();
+                runtime.block_on(writer);
+            })
+            .map_err(|e| StorageError::Internal(format!("cannot start the SQLite writer: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 reads,
@@ -286,14 +290,6 @@ impl SqliteStore {
         // The reader threads finish what is queued, then end.
         self.inner.reads.close();
     }
-}
-
-fn spawn_thread(name: String, run: impl FnOnce() + Send + 'static) -> Result<(), StorageError> {
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(run)
-        .map(drop)
-        .map_err(|e| StorageError::Internal(format!("cannot start the SQLite writer: {e}")))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
