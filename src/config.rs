@@ -151,6 +151,11 @@ pub struct ServeArgs {
     /// snapshots and replays (writes have one thread of their own).
     #[arg(long, env = "JOBSTATUS_SQLITE_READERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub sqlite_readers: u32,
+    /// SQLite: jobs whose newest committed state is kept in memory (about
+    /// 300 bytes each), so that opening a watch on a recently written or
+    /// read job reads nothing from the file; 0 turns it off.
+    #[arg(long, env = "JOBSTATUS_SQLITE_JOB_CACHE", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(0..=16_777_216))]
+    pub sqlite_job_cache: u32,
     /// PostgreSQL: connections per replica for queries and transactions
     /// (the LISTEN session takes one more).
     #[arg(long, env = "JOBSTATUS_DB_POOL_SIZE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -468,6 +473,24 @@ mod tests {
                 "--sqlite-readers {bad} must be refused"
             );
         }
+    }
+
+    #[test]
+    fn sqlite_job_cache_is_bounded() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["jobstatus", "serve"].iter().chain(args)).unwrap();
+            let Command::Serve(args) = cli.command else {
+                panic!("serve expected")
+            };
+            args.sqlite_job_cache
+        };
+        assert_eq!(parse(&[]), 65_536);
+        assert_eq!(parse(&["--sqlite-job-cache", "0"]), 0);
+        assert_eq!(parse(&["--sqlite-job-cache", "16777216"]), 16_777_216);
+        assert!(
+            Cli::try_parse_from(["jobstatus", "serve", "--sqlite-job-cache", "16777217"]).is_err(),
+            "--sqlite-job-cache above its bound must be refused"
+        );
     }
 
     #[test]

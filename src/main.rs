@@ -143,6 +143,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
             busy_timeout: Duration::from_millis(args.db_timeout_ms),
             pool_size: args.db_pool_size,
             read_connections: args.sqlite_readers,
+            job_cache: args.sqlite_job_cache as usize,
             statement_timeout: Duration::from_millis(args.db_statement_timeout_ms),
             listener_backoff: Duration::from_millis(args.listener_backoff_ms),
             listener_backoff_max: Duration::from_millis(args.listener_backoff_max_ms),

@@ -11,6 +11,7 @@ mod batch;
 mod codec;
 mod postgres;
 mod readers;
+mod recent;
 mod sqlite;
 
 use std::time::Duration;
@@ -165,6 +166,9 @@ pub struct StoreOptions {
     /// SQLite: reader threads, each with its own connection, for reads
     /// (snapshots, replays).
     pub read_connections: u32,
+    /// SQLite: jobs whose newest committed state is kept in memory, so
+    /// that a watch opening on one reads nothing (0: none).
+    pub job_cache: usize,
     /// How many waiting changes one write transaction may commit together.
     pub max_batch: usize,
     /// PostgreSQL: connections in the pool (queries and transactions; the
@@ -185,6 +189,7 @@ impl Default for StoreOptions {
         Self {
             busy_timeout: Duration::from_secs(1),
             read_connections: 2,
+            job_cache: 65_536,
             max_batch: 256,
             pool_size: 10,
             statement_timeout: Duration::from_secs(5),

@@ -32,8 +32,10 @@ use super::batch::{
 };
 use super::codec::{self, JobRow, job_columns};
 use super::readers::{Readers, Refused};
+use super::recent::RecentJobs;
 use super::{Outcome, StorageError, StoreOptions};
 use crate::domain::{Event, Job, JobId, Request};
+use crate::telemetry::metrics as m;
 
 /// The size of the health probe's write while writes fail: about what a
 /// batch of a hundred changes writes.
@@ -55,6 +57,8 @@ pub struct SqliteStore {
 
 struct Inner {
     reads: Readers<Connection>,
+    /// Jobs' newest committed states, kept by the writer.
+    recent: Arc<RecentJobs>,
     writes: mpsc::Sender<WriteOp>,
     /// How long an operation may wait for its answer (`--db-timeout-ms`).
     timeout: Duration,
@@ -136,8 +140,12 @@ impl SqliteStore {
         let closing = CancellationToken::new();
         let writer_done = CancellationToken::new();
         let failure = Arc::new(WriteFailure::default());
+        let recent = Arc::new(RecentJobs::new(options.job_cache));
         let writer = run_writer(
-            Writer(writer_conn),
+            Writer {
+                conn: writer_conn,
+                recent: recent.clone(),
+            },
             rx,
             options.max_batch.max(1),
             failure.clone(),
@@ -154,6 +162,7 @@ impl SqliteStore {
         Ok(Self {
             inner: Arc::new(Inner {
                 reads,
+                recent,
                 writes,
                 timeout: options.busy_timeout,
                 failure,
@@ -196,8 +205,26 @@ impl SqliteStore {
         .await
     }
 
+    /// The job as last committed: from memory if the writer or an earlier
+    /// read left it there, else read from the file (and kept, if nothing
+    /// was committed meanwhile).
     pub async fn get_job(&self, id: JobId) -> Result<Option<Job>, StorageError> {
-        self.read(move |conn| get_job(conn, id)).await
+        if self.inner.closing.is_cancelled() {
+            // Closed is closed, whatever memory still holds.
+            return Err(shutting_down());
+        }
+        let recent = &self.inner.recent;
+        if let Some(job) = recent.get(id) {
+            metrics::counter!(m::JOB_CACHE_HITS).increment(1);
+            return Ok(Some(job));
+        }
+        metrics::counter!(m::JOB_CACHE_MISSES).increment(1);
+        let since = recent.epoch();
+        let job = self.read(move |conn| get_job(conn, id)).await?;
+        if let Some(job) = &job {
+            recent.fill(since, job);
+        }
+        Ok(job)
     }
 
     pub async fn events_after(
@@ -370,8 +397,12 @@ fn get_job(conn: &Connection, id: JobId) -> Result<Option<Job>, StorageError> {
     rows.next()?.map(read_job).transpose()
 }
 
-/// The writer thread's one connection.
-struct Writer(Connection);
+/// The writer thread's one connection, and the jobs in memory it keeps
+/// current.
+struct Writer {
+    conn: Connection,
+    recent: Arc<RecentJobs>,
+}
 
 /// The writer: commits queued changes in batches until closed, then drains
 /// the queue. It runs on the writer thread's own runtime, where blocking
@@ -406,7 +437,7 @@ async fn run_writer(
                     replies.push(reply);
                 }
                 WriteOp::Ping { reply } => {
-                    let _ = reply.send(ping_writer(&mut writer.0, &failure));
+                    let _ = reply.send(ping_writer(&mut writer.conn, &failure));
                 }
             }
         }
@@ -419,10 +450,10 @@ async fn run_writer(
     // back, so that copying jobstatus.db alone after exit 0 copies
     // everything (closing the last connection would too, but only if no
     // reader is still open at that moment).
-    if let Err(err) = writer.0.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
+    if let Err(err) = writer.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
         tracing::warn!(error = %err, "merging the WAL into the database file failed");
     }
-    if let Err((_, err)) = writer.0.close() {
+    if let Err((_, err)) = writer.conn.close() {
         tracing::warn!(error = %err, "closing the SQLite writer connection failed");
     }
 }
@@ -466,23 +497,37 @@ impl CommitBatch for Writer {
         &mut self,
         requests: &[Request],
     ) -> impl Future<Output = Result<Vec<Result<Outcome, StorageError>>, StorageError>> + Send {
-        std::future::ready(commit_batch(&mut self.0, requests))
+        // Memory is told before anyone is answered, so that no watch opened
+        // after an answer starts from an older state.
+        let committed = match commit_jobs(&mut self.conn, requests) {
+            Ok((results, jobs)) => {
+                self.recent.committed(jobs.values());
+                Ok(results)
+            }
+            Err(err) => {
+                // A failed COMMIT may still have reached the disk.
+                self.recent.forget(requests.iter().map(|r| r.job_id));
+                Err(err)
+            }
+        };
+        std::future::ready(committed)
     }
 }
 
 /// Decides and writes every request in one transaction. A refused request
 /// gets its own error; a database error fails the whole batch, which then
-/// wrote nothing (the transaction rolls back as it is dropped).
-fn commit_batch(
+/// wrote nothing (the transaction rolls back as it is dropped). Returns
+/// every request's result and the batch's jobs as committed.
+fn commit_jobs(
     conn: &mut Connection,
     requests: &[Request],
-) -> Result<Vec<Result<Outcome, StorageError>>, StorageError> {
+) -> Result<(Vec<Result<Outcome, StorageError>>, BatchJobs), StorageError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (mut jobs, mut answered) = read_batch(&tx, requests)?;
     let (results, changes) = decide_all(&mut jobs, &mut answered, requests);
     write_changes(&tx, &changes)?;
     tx.commit()?;
-    Ok(results)
+    Ok((results, jobs))
 }
 
 /// Reads, inside the batch's transaction, every job `requests` touch and
@@ -577,6 +622,13 @@ fn write_changes(conn: &Connection, changes: &[Event]) -> Result<(), StorageErro
 mod tests {
     use super::*;
     use crate::domain::{Caller, Command, PaymentMethod, RequestId, ServiceId, UserId};
+
+    fn commit_batch(
+        conn: &mut Connection,
+        requests: &[Request],
+    ) -> Result<Vec<Result<Outcome, StorageError>>, StorageError> {
+        commit_jobs(conn, requests).map(|(results, _)| results)
+    }
 
     /// A migrated file and the writer's kind of connection to it.
     async fn migrated(dir: &tempfile::TempDir) -> Connection {
@@ -790,6 +842,80 @@ mod tests {
         store.close().await;
     }
 
+    /// Stores job 7's revision 2 event behind the writer's back, so that
+    /// the next change of job 7 fails its batch.
+    fn take_revision_2(conn: &Connection) {
+        conn.execute_batch(
+            "INSERT INTO job_events \
+             (job_id, revision, event, actor_id, actor_role, payload, created_at) \
+             VALUES (7, 2, 'worker_marked_complete', 'bob', 'worker', '{}', \
+                     '2026-01-01T00:00:00+00:00')",
+        )
+        .unwrap();
+    }
+
+    /// Memory holds what the writer committed, and a failed batch's jobs
+    /// leave it (a failed COMMIT may still have reached the disk).
+    #[tokio::test]
+    async fn the_writer_keeps_memory_to_what_it_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let recent = Arc::new(RecentJobs::new(16));
+        let mut writer = Writer {
+            conn: migrated(&dir).await,
+            recent: recent.clone(),
+        };
+        let id = JobId::new(7).unwrap();
+        writer.commit(&[create()]).await.unwrap();
+        assert_eq!(recent.get(id).map(|j| j.revision), Some(1));
+        // Revision 2 already taken: the batch fails.
+        take_revision_2(&writer.conn);
+        let mark = request(user("bob"), Command::MarkComplete, None);
+        assert!(writer.commit(std::slice::from_ref(&mark)).await.is_err());
+        assert!(
+            recent.get(id).is_none(),
+            "a failed batch's job must be read again"
+        );
+        writer
+            .conn
+            .execute_batch("DELETE FROM job_events WHERE job_id = 7 AND revision = 2")
+            .unwrap();
+        writer.commit(&[mark]).await.unwrap();
+        assert_eq!(recent.get(id).map(|j| j.revision), Some(2));
+    }
+
+    /// A job the store wrote is answered from memory (shown here by
+    /// editing the file behind its back, which nobody else may do); with
+    /// `--sqlite-job-cache 0` every read reads the file.
+    #[tokio::test]
+    async fn recent_jobs_are_answered_from_memory_unless_turned_off() {
+        for (job_cache, from_memory) in [(64, true), (0, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("cache.db");
+            let url = format!("sqlite://{}", path.display());
+            let options = StoreOptions {
+                job_cache,
+                ..StoreOptions::default()
+            };
+            let store = SqliteStore::connect(&url, &options).await.unwrap();
+            store.execute(create()).await.unwrap();
+            open(&path, Access::Write, Duration::from_secs(1))
+                .unwrap()
+                .execute_batch("UPDATE jobs SET cancel_reason = 'edited' WHERE job_id = 7")
+                .unwrap();
+            let job = store
+                .get_job(JobId::new(7).unwrap())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                job.cancel_reason.is_none(),
+                from_memory,
+                "cache {job_cache}"
+            );
+            store.close().await;
+        }
+    }
+
     /// A batch that fails part-way (here: its event's revision is already
     /// taken) stores nothing and leaves no transaction open, so the next
     /// batch commits normally.
@@ -798,13 +924,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = migrated(&dir).await;
         commit_batch(&mut conn, &[create()]).unwrap();
-        conn.execute_batch(
-            "INSERT INTO job_events \
-             (job_id, revision, event, actor_id, actor_role, payload, created_at) \
-             VALUES (7, 2, 'worker_marked_complete', 'bob', 'worker', '{}', \
-                     '2026-01-01T00:00:00+00:00')",
-        )
-        .unwrap();
+        take_revision_2(&conn);
         let mark = request(user("bob"), Command::MarkComplete, None);
         assert!(commit_batch(&mut conn, std::slice::from_ref(&mark)).is_err());
         assert!(conn.is_autocommit(), "no transaction may stay open");

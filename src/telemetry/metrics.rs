@@ -97,6 +97,9 @@ pub const TOKEN_CACHE_HITS: &str = "jobstatus_token_cache_hits_total";
 pub const TOKEN_CACHE_MISSES: &str = "jobstatus_token_cache_misses_total";
 /// Verified tokens held in the cache.
 pub const TOKEN_CACHE_ENTRIES: &str = "jobstatus_token_cache_entries";
+/// SQLite job reads answered from memory, and those that read the file.
+pub const JOB_CACHE_HITS: &str = "jobstatus_sqlite_job_cache_hits_total";
+pub const JOB_CACHE_MISSES: &str = "jobstatus_sqlite_job_cache_misses_total";
 /// Requests refused by a limit, by `limit`.
 pub const LIMITS_HIT: &str = "jobstatus_limits_hit_total";
 
@@ -104,7 +107,7 @@ pub const LIMITS_HIT: &str = "jobstatus_limits_hit_total";
 pub const HEALTH_SERVING: &str = "jobstatus_health_serving";
 
 /// Every series and its kind, for the README and the test that checks it.
-pub const SERIES: [(&str, &str); 35] = [
+pub const SERIES: [(&str, &str); 37] = [
     (RPC_STARTED, "counter"),
     (RPC_HANDLED, "counter"),
     (RPC_SECONDS, "histogram"),
@@ -135,6 +138,8 @@ pub const SERIES: [(&str, &str); 35] = [
     (TOKEN_CACHE_HITS, "counter"),
     (TOKEN_CACHE_MISSES, "counter"),
     (TOKEN_CACHE_ENTRIES, "gauge"),
+    (JOB_CACHE_HITS, "counter"),
+    (JOB_CACHE_MISSES, "counter"),
     (LIMITS_HIT, "counter"),
     (HEALTH_SERVING, "gauge"),
     ("process_open_fds", "gauge"),
@@ -207,6 +212,8 @@ fn describe(name: &'static str) {
         TOKEN_CACHE_HITS => "Token verifications answered from the cache.",
         TOKEN_CACHE_MISSES => "Token verifications that decoded the token.",
         TOKEN_CACHE_ENTRIES => "Verified tokens in the cache.",
+        JOB_CACHE_HITS => "SQLite job reads answered from memory.",
+        JOB_CACHE_MISSES => "SQLite job reads that read the file.",
         LIMITS_HIT => "Requests refused by a limit.",
         HEALTH_SERVING => "1 while health checking reports SERVING.",
         "process_open_fds" => "Open file descriptors.",

@@ -1,0 +1,249 @@
+//! SQLite's jobs in memory: the newest committed state of recently written
+//! or read jobs, so that opening a watch on one needs no reader thread.
+//!
+//! Only the SQLite writer, which alone changes the file, says what is
+//! current: after each commit it stores the batch's jobs as committed, and
+//! after a failed one it forgets them. A read from the file may fill a
+//! missing entry, but only if no commit and no eviction happened while it
+//! read, so an entry is never older than the file. This must never hold a
+//! state that was not committed, nor serve one after a newer commit's
+//! answer has gone out (the writer updates it before it answers, and
+//! events are published after the answer).
+//!
+//! Bounded by `--sqlite-job-cache` entries: two generations of at most
+//! half that each; when the young one is full the old one is dropped, so
+//! jobs nobody touched for a while leave first.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::domain::{Job, JobId};
+
+/// Where the cache stands: a fill may happen only while it is unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Epoch(u64);
+
+#[derive(Debug)]
+pub(super) struct RecentJobs {
+    /// Entries per generation; 0 turns the cache off.
+    half: usize,
+    inner: Mutex<Generations>,
+}
+
+#[derive(Debug, Default)]
+struct Generations {
+    young: HashMap<JobId, Arc<Job>>,
+    old: HashMap<JobId, Arc<Job>>,
+    /// Bumped by every commit, failed commit and eviction.
+    epoch: u64,
+}
+
+impl Generations {
+    /// Makes room for one more young entry; what was old is returned, to be
+    /// dropped outside the lock.
+    fn room(&mut self, half: usize) -> Option<HashMap<JobId, Arc<Job>>> {
+        if self.young.len() < half {
+            return None;
+        }
+        self.epoch += 1;
+        let young = std::mem::take(&mut self.young);
+        Some(std::mem::replace(&mut self.old, young))
+    }
+}
+
+impl RecentJobs {
+    /// A cache of at most `capacity` jobs (rounded down to an even number;
+    /// below 2 it keeps nothing).
+    pub(super) fn new(capacity: usize) -> Self {
+        Self {
+            half: capacity / 2,
+            inner: Mutex::new(Generations::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        // Every update leaves the maps consistent, so a panic elsewhere
+        // while the lock was held poisons nothing real.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The job's newest committed state, if it is here.
+    pub(super) fn get(&self, id: JobId) -> Option<Job> {
+        if self.half == 0 {
+            return None;
+        }
+        let mut g = self.lock();
+        if let Some(job) = g.young.get(&id) {
+            return Some(Job::clone(job));
+        }
+        let job = g.old.remove(&id)?;
+        let found = Job::clone(&job);
+        // Still in use: keep it young. The generations only move, so what
+        // the writer stored stays the newest state.
+        let dropped = g.room(self.half);
+        g.young.insert(id, job);
+        drop(g);
+        drop(dropped);
+        Some(found)
+    }
+
+    /// Read before reading the file for a job that was not here.
+    pub(super) fn epoch(&self) -> Epoch {
+        Epoch(self.lock().epoch)
+    }
+
+    /// Stores `job` as read from the file, unless anything was committed or
+    /// evicted since `since` (the read may then be older than what the
+    /// writer knows) or the job is already here.
+    pub(super) fn fill(&self, since: Epoch, job: &Job) {
+        if self.half == 0 {
+            return;
+        }
+        let mut g = self.lock();
+        if g.epoch != since.0 || g.young.contains_key(&job.id) || g.old.contains_key(&job.id) {
+            return;
+        }
+        let dropped = g.room(self.half);
+        g.young.insert(job.id, Arc::new(job.clone()));
+        drop(g);
+        drop(dropped);
+    }
+
+    /// The writer's word after a commit: these are the jobs as committed.
+    pub(super) fn committed<'a>(&self, jobs: impl IntoIterator<Item = &'a Job>) {
+        let mut g = self.lock();
+        g.epoch += 1;
+        if self.half == 0 {
+            return;
+        }
+        let mut dropped = Vec::new();
+        for job in jobs {
+            g.old.remove(&job.id);
+            dropped.extend(g.room(self.half));
+            g.young.insert(job.id, Arc::new(job.clone()));
+        }
+        drop(g);
+        drop(dropped);
+    }
+
+    /// The writer's word after a commit that failed (and may or may not
+    /// have reached the disk): these jobs must be read from the file again.
+    pub(super) fn forget(&self, ids: impl IntoIterator<Item = JobId>) {
+        let mut g = self.lock();
+        g.epoch += 1;
+        for id in ids {
+            g.young.remove(&id);
+            g.old.remove(&id);
+        }
+    }
+
+    /// Jobs held now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let g = self.lock();
+        g.young.len() + g.old.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{JobStatus, UserId};
+    use chrono::Utc;
+
+    fn job(id: i64, revision: i64) -> Job {
+        let now = Utc::now();
+        Job {
+            id: JobId::new(id).unwrap(),
+            client_id: UserId::parse("client_id", "c").unwrap(),
+            worker_id: None,
+            status: JobStatus::Open,
+            payment_method: None,
+            payment_proof: None,
+            change_request_reason: None,
+            cancel_reason: None,
+            revision,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn id(n: i64) -> JobId {
+        JobId::new(n).unwrap()
+    }
+
+    #[test]
+    fn the_writer_says_what_is_current() {
+        let cache = RecentJobs::new(8);
+        assert!(cache.get(id(1)).is_none());
+        cache.committed([&job(1, 1)]);
+        assert_eq!(cache.get(id(1)).unwrap().revision, 1);
+        cache.committed([&job(1, 2)]);
+        assert_eq!(cache.get(id(1)).unwrap().revision, 2);
+        cache.forget([id(1)]);
+        assert!(cache.get(id(1)).is_none());
+    }
+
+    #[test]
+    fn a_read_fills_only_if_nothing_was_committed_meanwhile() {
+        let cache = RecentJobs::new(8);
+        let before = cache.epoch();
+        cache.fill(before, &job(1, 1));
+        assert_eq!(cache.get(id(1)).unwrap().revision, 1);
+
+        // A read that started before a commit of any job may be older
+        // than the file now: it is not kept.
+        let before = cache.epoch();
+        cache.committed([&job(2, 5)]);
+        cache.fill(before, &job(3, 1));
+        assert!(cache.get(id(3)).is_none());
+
+        // Nor does a read replace what is there.
+        let now = cache.epoch();
+        cache.fill(now, &job(2, 4));
+        assert_eq!(cache.get(id(2)).unwrap().revision, 5);
+
+        // A failed commit also voids reads in flight.
+        let before = cache.epoch();
+        cache.forget([id(9)]);
+        cache.fill(before, &job(3, 1));
+        assert!(cache.get(id(3)).is_none());
+    }
+
+    #[test]
+    fn it_holds_at_most_its_capacity_and_keeps_what_is_used() {
+        let cache = RecentJobs::new(4);
+        for n in 1..=100 {
+            cache.committed([&job(n, 1)]);
+            // Job 1 is read all along, so it is never the one dropped.
+            assert!(cache.get(id(1)).is_some(), "job 1 dropped at {n}");
+            assert!(cache.len() <= 4, "{} held at {n}", cache.len());
+        }
+        assert!(cache.get(id(2)).is_none());
+        assert!(cache.get(id(100)).is_some());
+    }
+
+    #[test]
+    fn an_eviction_voids_reads_in_flight() {
+        // A read could otherwise bring back a state older than one the
+        // writer stored and that was dropped while the read ran.
+        let cache = RecentJobs::new(2);
+        let before = cache.epoch();
+        cache.fill(before, &job(1, 1));
+        let before = cache.epoch();
+        cache.get(id(1));
+        cache.fill(before, &job(2, 1)); // a second young entry: old goes
+        let during = cache.epoch();
+        assert_ne!(before, during);
+    }
+
+    #[test]
+    fn zero_keeps_nothing() {
+        let cache = RecentJobs::new(0);
+        cache.committed([&job(1, 1)]);
+        cache.fill(cache.epoch(), &job(2, 1));
+        assert!(cache.get(id(1)).is_none());
+        assert!(cache.get(id(2)).is_none());
+        assert_eq!(cache.len(), 0);
+    }
+}
