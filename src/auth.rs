@@ -7,12 +7,15 @@
 //! service token. This module knows nothing about gRPC; it must never accept
 //! an algorithm other than HS256 or a token without `exp`.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use serde::{Deserialize, Serialize};
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::{Deserialize, Deserializer, Serialize};
+use sha2::Sha256;
 
 use crate::domain::{Caller, ServiceId, UserId};
 
@@ -123,9 +126,23 @@ struct Claims {
     role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
-    /// A string or an array of strings (RFC 7519); jsonwebtoken checks it.
+    /// A string or an array of strings (RFC 7519).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aud: Option<serde_json::Value>,
+}
+
+/// The members of a token's header that verifying reads.
+#[derive(Deserialize)]
+struct JoseHeader {
+    alg: String,
+    /// Whether the header has `crit` at all (RFC 7515 §4.1.11: a verifier
+    /// that knows none of the extensions must refuse it, whatever it lists).
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+fn present<'de, D: Deserializer<'de>>(member: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(member).map(|_| true)
 }
 
 /// The token settings shared by verifying and minting.
@@ -180,9 +197,12 @@ impl std::fmt::Debug for JwtSettings {
 /// the keys, the rules and the cache are shared, not copied.
 #[derive(Clone)]
 pub struct Verifier {
-    /// The signing secret's key first, then the others accepted.
-    keys: Arc<[DecodingKey]>,
-    validation: Arc<Validation>,
+    /// HMAC-SHA256 keyed with the signing secret first, then with the
+    /// others accepted; each verification starts from a copy, so the key
+    /// is not hashed again per token.
+    keys: Arc<[Hmac<Sha256>]>,
+    issuer: Option<Arc<str>>,
+    audience: Option<Arc<str>>,
     leeway_secs: i64,
     /// Verified tokens, byte for byte, each until its `exp`. Bounded, with
     /// TinyLFU admission: a flood of new tokens cannot push out the ones in
@@ -219,35 +239,14 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     pub fn new(settings: &JwtSettings) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = vec![Algorithm::HS256];
-        validation.required_spec_claims = HashSet::from(["exp".to_owned()]);
-        validation.validate_exp = true;
-        // simplejwt's default leeway is 0 too; streams end exactly at `exp`.
-        validation.leeway = 0;
-        // A configured claim must also be present: jsonwebtoken only checks
-        // the claims it is told are required.
-        match &settings.issuer {
-            Some(iss) => {
-                validation.set_issuer(&[iss]);
-                validation.required_spec_claims.insert("iss".to_owned());
-            }
-            None => validation.iss = None,
-        }
-        match &settings.audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                validation.required_spec_claims.insert("aud".to_owned());
-            }
-            None => validation.validate_aud = false,
-        }
-        let keys: Vec<DecodingKey> = std::iter::once(&settings.secret)
+        let keys: Vec<Hmac<Sha256>> = std::iter::once(&settings.secret)
             .chain(&settings.also_accept)
-            .map(|secret| DecodingKey::from_secret(secret))
+            .filter_map(|secret| Hmac::<Sha256>::new_from_slice(secret).ok())
             .collect();
         Self {
             keys: keys.into(),
-            validation: Arc::new(validation),
+            issuer: settings.issuer.as_deref().map(Arc::from),
+            audience: settings.audience.as_deref().map(Arc::from),
             leeway_secs: i64::try_from(settings.leeway_secs).unwrap_or(i64::MAX),
             verified: moka::sync::Cache::builder()
                 .max_capacity(settings.cache_size)
@@ -301,27 +300,23 @@ impl Verifier {
     }
 
     fn decode(&self, token: &str) -> Result<Identity, AuthError> {
-        // The signing secret first, then the others accepted during a
-        // rotation; only a bad signature moves on to the next key.
-        use jsonwebtoken::errors::ErrorKind;
-        let mut refusal = AuthError::Invalid("no key".into());
-        let mut claims = None;
-        for key in self.keys.iter() {
-            match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
-                Ok(data) => {
-                    claims = Some(data.claims);
-                    break;
-                }
-                Err(e) if *e.kind() == ErrorKind::InvalidSignature => {
-                    refusal = AuthError::Invalid(e.to_string());
-                }
-                Err(e) if *e.kind() == ErrorKind::ExpiredSignature => {
-                    return Err(AuthError::Expired);
-                }
-                Err(e) => return Err(AuthError::Invalid(e.to_string())),
-            }
+        let (header, claims) = self.verified_parts(token)?;
+        if claims.exp < Utc::now().timestamp() {
+            // Valid up to and including `exp`, with no leeway.
+            return Err(AuthError::Expired);
         }
-        let claims = claims.ok_or(refusal)?;
+        if let Some(issuer) = &self.issuer
+            && claims.iss.as_deref() != Some(issuer)
+        {
+            return Err(AuthError::Invalid(format!("its iss must be {issuer:?}")));
+        }
+        if let Some(audience) = &self.audience
+            && !names_audience(claims.aud.as_ref(), audience)
+        {
+            return Err(AuthError::Invalid(format!(
+                "its aud must name {audience:?}"
+            )));
+        }
         if claims.token_type.as_deref().is_some_and(|t| t != "access") {
             return Err(AuthError::NotAccessToken);
         }
@@ -332,7 +327,7 @@ impl Verifier {
         if claims.iat.is_some_and(|iat| iat > latest) {
             return Err(AuthError::IssuedInFuture);
         }
-        if names_critical_extensions(token) {
+        if header.crit {
             return Err(AuthError::CriticalHeader);
         }
         let expires_at = DateTime::from_timestamp(claims.exp, 0)
@@ -363,18 +358,58 @@ impl Verifier {
     }
 }
 
-/// Whether the token's (already verified) header has a `crit` member.
-/// jsonwebtoken ignores it; RFC 7515 says a verifier must not.
-fn names_critical_extensions(token: &str) -> bool {
-    use base64::Engine;
-    let header = token.split('.').next().unwrap_or_default();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .ok()
-        .and_then(|json| {
-            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json).ok()
-        })
-        .is_none_or(|members| members.contains_key("crit"))
+impl Verifier {
+    /// Splits a compact HS256 JWS, checks its algorithm and its signature
+    /// against every accepted key (in constant time), and only then decodes
+    /// its claims.
+    fn verified_parts(&self, token: &str) -> Result<(JoseHeader, Claims), AuthError> {
+        let invalid = |why: &str| AuthError::Invalid(why.to_owned());
+        let mut parts = token.split('.');
+        let (Some(encoded_header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid("a JWT has three dot-separated parts"));
+        };
+        let decoded = URL_SAFE_NO_PAD
+            .decode(encoded_header)
+            .map_err(|_| invalid("its header is not unpadded base64url"))?;
+        let header: JoseHeader = serde_json::from_slice(&decoded)
+            .map_err(|e| AuthError::Invalid(format!("its header does not decode: {e}")))?;
+        if header.alg != "HS256" {
+            return Err(AuthError::Invalid(format!(
+                "its algorithm is {:?}; only HS256 is accepted",
+                header.alg
+            )));
+        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| invalid("its signature is not unpadded base64url"))?;
+        // What was signed: `header.payload`, as sent.
+        let signed = &token[..encoded_header.len() + 1 + payload.len()];
+        let matches = self.keys.iter().any(|key| {
+            let mut mac = key.clone();
+            mac.update(signed.as_bytes());
+            mac.verify_slice(&signature).is_ok()
+        });
+        if !matches {
+            return Err(invalid("its signature does not match"));
+        }
+        let decoded = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| invalid("its claims are not unpadded base64url"))?;
+        let claims = serde_json::from_slice(&decoded)
+            .map_err(|e| AuthError::Invalid(format!("its claims do not decode: {e}")))?;
+        Ok((header, claims))
+    }
+}
+
+/// Whether `aud` (a string or an array of strings) names `audience`.
+fn names_audience(aud: Option<&serde_json::Value>, audience: &str) -> bool {
+    match aud {
+        Some(serde_json::Value::String(one)) => one == audience,
+        Some(serde_json::Value::Array(many)) => many.iter().any(|a| a.as_str() == Some(audience)),
+        _ => false,
+    }
 }
 
 /// What kind of token to mint.
@@ -620,6 +655,92 @@ mod tests {
             v.verify(&"a".repeat(MAX_TOKEN_BYTES + 1)),
             Err(AuthError::TooLarge)
         );
+    }
+
+    /// Whatever is wrong with a token's shape, encoding or signature, it
+    /// is refused as invalid, with a message that says what is wrong.
+    #[test]
+    fn malformed_and_tampered_tokens_are_refused() {
+        use base64_like::encode;
+        let v = Verifier::new(&settings());
+        let good = hour_token("a", TokenKind::User);
+        assert!(v.verify(&good).is_ok());
+        let parts: Vec<&str> = good.split('.').collect();
+        let (header, payload, signature) = (parts[0], parts[1], parts[2]);
+        let other_claims = encode(format!(r#"{{"sub":"root","exp":{}}}"#, future()).as_bytes());
+        let flipped = if signature.starts_with('A') { 'B' } else { 'A' };
+        let cases = [
+            (format!("{header}.{payload}"), "three dot-separated parts"),
+            (format!("{good}.x"), "three dot-separated parts"),
+            (
+                format!("{header}=.{payload}.{signature}"),
+                "header is not unpadded base64url",
+            ),
+            (
+                format!("{}.{payload}.{signature}", encode(b"[1]")),
+                "header does not decode",
+            ),
+            (
+                format!("{header}.{payload}.{signature}="),
+                "signature is not unpadded base64url",
+            ),
+            (
+                format!("{header}.{other_claims}.{signature}"),
+                "signature does not match",
+            ),
+            (
+                format!("{header}.{payload}.{flipped}{}", &signature[1..]),
+                "signature does not match",
+            ),
+        ];
+        for (token, why) in cases {
+            match v.verify(&token) {
+                Err(AuthError::Invalid(message)) => {
+                    assert!(message.contains(why), "{token}: {message}")
+                }
+                other => panic!("{token}: {other:?}"),
+            }
+        }
+        // The algorithm is matched exactly, before the signature is checked.
+        for alg in ["hs256", "HS256 ", "none", "RS256"] {
+            let header = encode(format!(r#"{{"alg":"{alg}"}}"#).as_bytes());
+            let token = format!("{header}.{payload}.{signature}");
+            match v.verify(&token) {
+                Err(AuthError::Invalid(message)) => {
+                    assert!(message.contains("only HS256"), "{message}")
+                }
+                other => panic!("{alg}: {other:?}"),
+            }
+        }
+    }
+
+    /// An audience may be one string or an array; either must name ours.
+    #[test]
+    fn a_configured_audience_must_be_named() {
+        let v = Verifier::new(&JwtSettings {
+            audience: Some("jobstatus".into()),
+            ..settings()
+        });
+        let with = |aud: serde_json::Value| {
+            sign(
+                json!({"sub": "a", "exp": future(), "aud": aud}),
+                Algorithm::HS256,
+                b"test-secret",
+            )
+        };
+        assert!(v.verify(&with(json!("jobstatus"))).is_ok());
+        for aud in [
+            json!("other"),
+            json!(["other"]),
+            json!([]),
+            json!(7),
+            json!(null),
+        ] {
+            assert!(
+                matches!(v.verify(&with(aud.clone())), Err(AuthError::Invalid(_))),
+                "{aud}"
+            );
+        }
     }
 
     #[test]
