@@ -563,21 +563,23 @@ fn read_batch(
 /// after each change, then its event. Fails if any row was not written, so
 /// the caller rolls the whole batch back.
 fn write_changes(conn: &Connection, changes: &[Event]) -> Result<(), StorageError> {
-    // Each job row is a compare-and-set on the revision (the WHERE), so a
-    // history can never fork even if two writers ever raced: a row whose
-    // check fails changes nothing, and fails the batch.
-    let mut job_row = conn.prepare_cached(concat!(
+    // A new job's row is inserted (a taken id fails); a changed job's row
+    // is a compare-and-set on the revision (the WHERE), so a history can
+    // never fork even if two writers ever raced: a row whose check fails
+    // changes nothing, and fails the batch. Two statements rather than one
+    // upsert: an upsert checks the row's constraints twice, once as an
+    // insert and once as an update.
+    let mut new_row = conn.prepare_cached(concat!(
         "INSERT INTO jobs (",
         job_columns!(),
-        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
-         ON CONFLICT (job_id) DO UPDATE SET \
-           worker_id = excluded.worker_id, status = excluded.status, \
-           payment_method = excluded.payment_method, payment_proof = excluded.payment_proof, \
-           change_request_reason = excluded.change_request_reason, \
-           cancel_reason = excluded.cancel_reason, revision = excluded.revision, \
-           updated_at = excluded.updated_at \
-         WHERE jobs.revision = excluded.revision - 1"
+        ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
     ))?;
+    let mut changed_row = conn.prepare_cached(
+        "UPDATE jobs SET \
+           worker_id = ?3, status = ?4, payment_method = ?5, payment_proof = ?6, \
+           change_request_reason = ?7, cancel_reason = ?8, revision = ?9, updated_at = ?11 \
+         WHERE job_id = ?1 AND revision = ?9 - 1",
+    )?;
     let mut event_row = conn.prepare_cached(
         "INSERT INTO job_events \
          (job_id, revision, event, actor_id, actor_role, request_id, payload, created_at) \
@@ -585,6 +587,11 @@ fn write_changes(conn: &Connection, changes: &[Event]) -> Result<(), StorageErro
     )?;
     for event in changes {
         let job = &event.job;
+        let job_row = if job.revision == 1 {
+            &mut new_row
+        } else {
+            &mut changed_row
+        };
         let written = job_row.execute(params![
             job.id.get(),
             job.client_id.as_str(),
