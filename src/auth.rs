@@ -7,7 +7,8 @@
 //! service token. This module knows nothing about gRPC; it must never accept
 //! an algorithm other than HS256 or a token without `exp`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -204,30 +205,106 @@ pub struct Verifier {
     issuer: Option<Arc<str>>,
     audience: Option<Arc<str>>,
     leeway_secs: i64,
-    /// Verified tokens, byte for byte, each until its `exp`. Bounded, with
-    /// TinyLFU admission: a flood of new tokens cannot push out the ones in
-    /// use, and a full cache never empties itself at once.
-    verified: moka::sync::Cache<Box<str>, Identity>,
+    /// Verified tokens, byte for byte, each until its `exp`.
+    verified: Arc<TokenCache>,
 }
 
 /// The default of [`JwtSettings::cache_size`]: about 500 bytes a token,
 /// so some 32 MB when full.
 pub const TOKEN_CACHE_SIZE: u64 = 65_536;
 
-/// Cached tokens expire with their `exp` (valid up to and including it).
-struct UntilExp;
+/// Verified tokens, byte for byte. Bounded: in shards (so that calls on
+/// many threads rarely wait for one another), each in two generations of at
+/// most half its share; a token found in the old generation moves back to
+/// the young one, and when the young one is full the old one is dropped.
+/// So a token in use stays however many new tokens arrive, and a full
+/// cache never empties at once (it keeps at least half). An entry past its
+/// `exp` is refused and removed when it is next asked for.
+struct TokenCache {
+    shards: Box<[Mutex<TokenGenerations>]>,
+    /// Entries per generation per shard.
+    half: usize,
+}
 
-impl moka::Expiry<Box<str>, Identity> for UntilExp {
-    fn expire_after_create(
-        &self,
-        _token: &Box<str>,
-        identity: &Identity,
-        _created: std::time::Instant,
-    ) -> Option<std::time::Duration> {
-        let left = identity.expires_at.timestamp() - Utc::now().timestamp() + 1;
-        Some(std::time::Duration::from_secs(
-            u64::try_from(left).unwrap_or(0),
-        ))
+#[derive(Default)]
+struct TokenGenerations {
+    young: HashMap<Box<str>, Identity>,
+    old: HashMap<Box<str>, Identity>,
+}
+
+impl TokenGenerations {
+    fn make_room(&mut self, half: usize) {
+        if self.young.len() >= half {
+            self.old = std::mem::take(&mut self.young);
+        }
+    }
+}
+
+/// Shards of a full-size token cache: more than the threads that call at
+/// once on most machines. A small cache has fewer, at least 4 096 tokens
+/// each, so that its halves are not too small to hold the tokens in use.
+const TOKEN_SHARDS: usize = 16;
+const TOKENS_PER_SHARD: usize = 4096;
+
+impl TokenCache {
+    fn new(capacity: u64) -> Self {
+        let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
+        let shards = (capacity / TOKENS_PER_SHARD).clamp(1, TOKEN_SHARDS);
+        Self {
+            shards: (0..shards).map(|_| Mutex::default()).collect(),
+            half: capacity / shards / 2,
+        }
+    }
+
+    fn shard(&self, token: &str) -> std::sync::MutexGuard<'_, TokenGenerations> {
+        // The token's tail is its signature's, which nobody without the
+        // secret can choose: a few of its characters spread tokens evenly
+        // (its very last one carries only four bits).
+        let tail = &token.as_bytes()[token.len().saturating_sub(9)..];
+        let hash = tail.iter().fold(0x811c_9dc5_u32, |h, &b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        let at = hash as usize % self.shards.len();
+        // A panic while the lock was held leaves both maps whole.
+        self.shards[at]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, token: &str) -> Option<Identity> {
+        let mut g = self.shard(token);
+        if let Some(identity) = g.young.get(token) {
+            return Some(identity.clone());
+        }
+        let (token, identity) = g.old.remove_entry(token)?;
+        g.make_room(self.half);
+        g.young.insert(token, identity.clone());
+        Some(identity)
+    }
+
+    fn insert(&self, token: &str, identity: Identity) {
+        if self.half == 0 {
+            return;
+        }
+        let mut g = self.shard(token);
+        g.make_room(self.half);
+        g.young.insert(token.into(), identity);
+    }
+
+    fn remove(&self, token: &str) {
+        let mut g = self.shard(token);
+        g.young.remove(token);
+        g.old.remove(token);
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| {
+                let g = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                g.young.len() + g.old.len()
+            })
+            .sum()
     }
 }
 
@@ -248,10 +325,7 @@ impl Verifier {
             issuer: settings.issuer.as_deref().map(Arc::from),
             audience: settings.audience.as_deref().map(Arc::from),
             leeway_secs: i64::try_from(settings.leeway_secs).unwrap_or(i64::MAX),
-            verified: moka::sync::Cache::builder()
-                .max_capacity(settings.cache_size)
-                .expire_after(UntilExp)
-                .build(),
+            verified: Arc::new(TokenCache::new(settings.cache_size)),
         }
     }
 
@@ -284,19 +358,19 @@ impl Verifier {
             if identity.expires_at.timestamp() >= Utc::now().timestamp() {
                 return Ok(identity);
             }
-            self.verified.invalidate(token);
+            self.verified.remove(token);
             return Err(AuthError::Expired);
         }
         metrics::counter!(crate::telemetry::metrics::TOKEN_CACHE_MISSES).increment(1);
         let identity = self.decode(token)?;
-        self.verified.insert(token.into(), identity.clone());
+        self.verified.insert(token, identity.clone());
         Ok(identity)
     }
 
     /// Verified tokens in the cache now (approximate: expired entries leave
     /// it lazily).
     pub fn cached_tokens(&self) -> u64 {
-        self.verified.entry_count()
+        self.verified.len() as u64
     }
 
     fn decode(&self, token: &str) -> Result<Identity, AuthError> {
@@ -494,7 +568,6 @@ mod tests {
         let v = Verifier::new(&settings());
         let t = hour_token("alice", TokenKind::User);
         let first = v.verify(&t).unwrap();
-        v.verified.run_pending_tasks();
         assert_eq!(v.cached_tokens(), 1);
         assert_eq!(v.verify(&t).unwrap(), first);
 
@@ -503,7 +576,6 @@ mod tests {
         let last = forged.pop().unwrap();
         forged.push(if last == 'A' { 'B' } else { 'A' });
         assert!(matches!(v.verify(&forged), Err(AuthError::Invalid(_))));
-        v.verified.run_pending_tasks();
         assert_eq!(v.cached_tokens(), 1);
 
         // Its exp passes: refused as expired, and forgotten.
@@ -511,9 +583,9 @@ mod tests {
             expires_at: Utc::now() - chrono::Duration::seconds(1),
             ..first
         };
-        v.verified.insert(t.as_str().into(), stale);
+        v.verified.insert(&t, stale);
         assert_eq!(v.verify(&t), Err(AuthError::Expired));
-        assert!(!v.verified.contains_key(t.as_str()));
+        assert!(v.verified.get(&t).is_none());
     }
 
     /// The cache is bounded, and a flood of new tokens neither empties it
@@ -531,16 +603,40 @@ mod tests {
                 .unwrap();
             if i % 10 == 0 {
                 v.verify(&busy).unwrap();
-                v.verified.run_pending_tasks();
             }
         }
-        v.verified.run_pending_tasks();
         assert!(v.cached_tokens() <= 100, "{}", v.cached_tokens());
         assert!(v.cached_tokens() >= 50, "no cliff: {}", v.cached_tokens());
-        assert!(
-            v.verified.contains_key(busy.as_str()),
-            "the token in use stays"
-        );
+        assert!(v.verified.get(&busy).is_some(), "the token in use stays");
+    }
+
+    /// A full-size cache, in shards, keeps its bound and a token in use
+    /// through a flood of new tokens ten times its size, and its tokens
+    /// spread over every shard.
+    #[test]
+    fn a_full_size_cache_is_bounded_in_every_shard() {
+        let cache = TokenCache::new(TOKEN_CACHE_SIZE);
+        assert_eq!(cache.shards.len(), TOKEN_SHARDS);
+        let identity = Identity {
+            caller: Caller::User(UserId::parse("sub", "u").unwrap()),
+            expires_at: Utc::now() + chrono::Duration::hours(1),
+        };
+        let busy = hour_token("busy", TokenKind::User);
+        cache.insert(&busy, identity.clone());
+        for i in 0..10 * TOKEN_CACHE_SIZE {
+            // Distinct tails, as distinct signatures have.
+            cache.insert(&format!("{i:016x}"), identity.clone());
+            if i % 1000 == 0 {
+                assert!(cache.get(&busy).is_some(), "the token in use went at {i}");
+            }
+        }
+        let len = cache.len() as u64;
+        assert!(len <= TOKEN_CACHE_SIZE, "{len}");
+        assert!(len >= TOKEN_CACHE_SIZE / 2, "no cliff: {len}");
+        for shard in cache.shards.iter() {
+            let g = shard.lock().unwrap();
+            assert!(g.young.len() + g.old.len() > 0, "an empty shard");
+        }
     }
 
     /// During a rotation, tokens signed with either secret verify; a token
