@@ -7,8 +7,7 @@
 //! service token. This module knows nothing about gRPC; it must never accept
 //! an algorithm other than HS256 or a token without `exp`.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,6 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use sha2::Sha256;
 
 use crate::domain::{Caller, ServiceId, UserId};
+use crate::generations::Generations;
 
 /// The scope that admits a token to JobAdminService.
 pub const ADMIN_SCOPE: &str = "jobstatus.admin";
@@ -214,31 +214,17 @@ pub struct Verifier {
 pub const TOKEN_CACHE_SIZE: u64 = 65_536;
 
 /// Verified tokens, byte for byte. Bounded: in shards (so that calls on
-/// many threads rarely wait for one another), each in two generations of at
-/// most half its share; a token found in the old generation moves back to
-/// the young one, and when the young one is full the old one is dropped.
-/// So a token in use stays however many new tokens arrive, and a full
-/// cache never empties at once (it keeps at least half). An entry past its
-/// `exp` is refused and removed when it is next asked for.
+/// many threads rarely wait for one another), each a two-generation map of
+/// its share ([`Generations`]), so a token in use stays however many new
+/// tokens arrive, and a full cache never empties at once (it keeps at
+/// least half). An entry past its `exp` is refused and removed when it is
+/// next asked for.
 struct TokenCache {
-    shards: Box<[Mutex<TokenGenerations>]>,
-    /// Entries per generation per shard.
-    half: usize,
+    shards: Box<[Mutex<TokenShard>]>,
 }
 
-#[derive(Default)]
-struct TokenGenerations {
-    young: HashMap<Box<str>, Identity>,
-    old: HashMap<Box<str>, Identity>,
-}
-
-impl TokenGenerations {
-    fn make_room(&mut self, half: usize) {
-        if self.young.len() >= half {
-            self.old = std::mem::take(&mut self.young);
-        }
-    }
-}
+/// One shard of the token cache: tokens, byte for byte, and who they name.
+type TokenShard = Generations<Box<str>, Identity>;
 
 /// Shards of a full-size token cache: more than the threads that call at
 /// once on most machines. A small cache has fewer, at least 4 096 tokens
@@ -251,12 +237,13 @@ impl TokenCache {
         let capacity = usize::try_from(capacity).unwrap_or(usize::MAX);
         let shards = (capacity / TOKENS_PER_SHARD).clamp(1, TOKEN_SHARDS);
         Self {
-            shards: (0..shards).map(|_| Mutex::default()).collect(),
-            half: capacity / shards / 2,
+            shards: (0..shards)
+                .map(|_| Mutex::new(Generations::new(capacity / shards)))
+                .collect(),
         }
     }
 
-    fn shard(&self, token: &str) -> std::sync::MutexGuard<'_, TokenGenerations> {
+    fn shard(&self, token: &str) -> MutexGuard<'_, TokenShard> {
         // The token's tail is its signature's, which nobody without the
         // secret can choose: a few of its characters spread tokens evenly
         // (its very last one carries only four bits).
@@ -272,38 +259,21 @@ impl TokenCache {
     }
 
     fn get(&self, token: &str) -> Option<Identity> {
-        let mut g = self.shard(token);
-        if let Some(identity) = g.young.get(token) {
-            return Some(identity.clone());
-        }
-        let (token, identity) = g.old.remove_entry(token)?;
-        g.make_room(self.half);
-        g.young.insert(token, identity.clone());
-        Some(identity)
+        self.shard(token).get(token).0.cloned()
     }
 
     fn insert(&self, token: &str, identity: Identity) {
-        if self.half == 0 {
-            return;
-        }
-        let mut g = self.shard(token);
-        g.make_room(self.half);
-        g.young.insert(token.into(), identity);
+        let _retired = self.shard(token).insert(token.into(), identity);
     }
 
     fn remove(&self, token: &str) {
-        let mut g = self.shard(token);
-        g.young.remove(token);
-        g.old.remove(token);
+        self.shard(token).remove(token);
     }
 
     fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|shard| {
-                let g = shard.lock().unwrap_or_else(PoisonError::into_inner);
-                g.young.len() + g.old.len()
-            })
+            .map(|shard| shard.lock().unwrap_or_else(PoisonError::into_inner).len())
             .sum()
     }
 }
@@ -430,9 +400,7 @@ impl Verifier {
         };
         Ok(Identity { caller, expires_at })
     }
-}
 
-impl Verifier {
     /// Splits a compact HS256 JWS, checks its algorithm and its signature
     /// against every accepted key (in constant time), and only then decodes
     /// its claims.
@@ -634,8 +602,7 @@ mod tests {
         assert!(len <= TOKEN_CACHE_SIZE, "{len}");
         assert!(len >= TOKEN_CACHE_SIZE / 2, "no cliff: {len}");
         for shard in cache.shards.iter() {
-            let g = shard.lock().unwrap();
-            assert!(g.young.len() + g.old.len() > 0, "an empty shard");
+            assert!(shard.lock().unwrap().len() > 0, "an empty shard");
         }
     }
 

@@ -14,10 +14,10 @@
 //! half that each; when the young one is full the old one is dropped, so
 //! jobs nobody touched for a while leave first.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::domain::{Job, JobId};
+use crate::generations::Generations;
 
 /// Where the cache stands: a fill may happen only while it is unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,29 +25,24 @@ pub(super) struct Epoch(u64);
 
 #[derive(Debug)]
 pub(super) struct RecentJobs {
-    /// Entries per generation; 0 turns the cache off.
-    half: usize,
-    inner: Mutex<Generations>,
+    inner: Mutex<Recent>,
 }
 
-#[derive(Debug, Default)]
-struct Generations {
-    young: HashMap<JobId, Arc<Job>>,
-    old: HashMap<JobId, Arc<Job>>,
+#[derive(Debug)]
+struct Recent {
+    jobs: Generations<JobId, Job>,
     /// Bumped by every commit, failed commit and eviction.
     epoch: u64,
 }
 
-impl Generations {
-    /// Makes room for one more young entry; what was old is returned, to be
-    /// dropped outside the lock.
-    fn room(&mut self, half: usize) -> Option<HashMap<JobId, Arc<Job>>> {
-        if self.young.len() < half {
-            return None;
+impl Recent {
+    /// Counts an eviction (a retired generation), which voids reads in
+    /// flight: one of them could bring back a state older than one the
+    /// writer stored and that has just left.
+    fn evicted(&mut self, retired: bool) {
+        if retired {
+            self.epoch += 1;
         }
-        self.epoch += 1;
-        let young = std::mem::take(&mut self.young);
-        Some(std::mem::replace(&mut self.old, young))
     }
 }
 
@@ -56,12 +51,14 @@ impl RecentJobs {
     /// below 2 it keeps nothing).
     pub(super) fn new(capacity: usize) -> Self {
         Self {
-            half: capacity / 2,
-            inner: Mutex::new(Generations::default()),
+            inner: Mutex::new(Recent {
+                jobs: Generations::new(capacity),
+                epoch: 0,
+            }),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+    fn lock(&self) -> MutexGuard<'_, Recent> {
         // Every update leaves the maps consistent, so a panic elsewhere
         // while the lock was held poisons nothing real.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
@@ -69,22 +66,15 @@ impl RecentJobs {
 
     /// The job's newest committed state, if it is here.
     pub(super) fn get(&self, id: JobId) -> Option<Job> {
-        if self.half == 0 {
-            return None;
-        }
         let mut g = self.lock();
-        if let Some(job) = g.young.get(&id) {
-            return Some(Job::clone(job));
-        }
-        let job = g.old.remove(&id)?;
-        let found = Job::clone(&job);
-        // Still in use: keep it young. The generations only move, so what
-        // the writer stored stays the newest state.
-        let dropped = g.room(self.half);
-        g.young.insert(id, job);
+        // A job in use moves back to the young generation; generations
+        // only move, so what the writer stored stays the newest state.
+        let (job, retired) = g.jobs.get(&id);
+        let job = job.cloned();
+        g.evicted(retired.is_some());
         drop(g);
-        drop(dropped);
-        Some(found)
+        drop(retired);
+        job
     }
 
     /// Read before reading the file for a job that was not here.
@@ -96,34 +86,26 @@ impl RecentJobs {
     /// evicted since `since` (the read may then be older than what the
     /// writer knows) or the job is already here.
     pub(super) fn fill(&self, since: Epoch, job: &Job) {
-        if self.half == 0 {
-            return;
-        }
         let mut g = self.lock();
-        if g.epoch != since.0 || g.young.contains_key(&job.id) || g.old.contains_key(&job.id) {
+        if !g.jobs.keeps() || g.epoch != since.0 || g.jobs.contains_key(&job.id) {
             return;
         }
-        let dropped = g.room(self.half);
-        g.young.insert(job.id, Arc::new(job.clone()));
+        let retired = g.jobs.insert(job.id, job.clone());
+        g.evicted(retired.is_some());
         drop(g);
-        drop(dropped);
+        drop(retired);
     }
 
     /// The writer's word after a commit: these are the jobs as committed.
     pub(super) fn committed<'a>(&self, jobs: impl IntoIterator<Item = &'a Job>) {
         let mut g = self.lock();
         g.epoch += 1;
-        if self.half == 0 {
-            return;
-        }
-        let mut dropped = Vec::new();
+        let mut retired = Vec::new();
         for job in jobs {
-            g.old.remove(&job.id);
-            dropped.extend(g.room(self.half));
-            g.young.insert(job.id, Arc::new(job.clone()));
+            retired.extend(g.jobs.insert(job.id, job.clone()));
         }
         drop(g);
-        drop(dropped);
+        drop(retired);
     }
 
     /// The writer's word after a commit that failed (and may or may not
@@ -132,16 +114,14 @@ impl RecentJobs {
         let mut g = self.lock();
         g.epoch += 1;
         for id in ids {
-            g.young.remove(&id);
-            g.old.remove(&id);
+            g.jobs.remove(&id);
         }
     }
 
     /// Jobs held now.
     #[cfg(test)]
     fn len(&self) -> usize {
-        let g = self.lock();
-        g.young.len() + g.old.len()
+        self.lock().jobs.len()
     }
 }
 
