@@ -17,10 +17,17 @@ pub const DEV_METRICS_PORT: u16 = 9464;
 /// The smallest HS256 secret accepted: 256 bits, as RFC 7518 asks.
 pub const MIN_SECRET_BYTES: usize = 32;
 
+/// `jobstatus --version`: the allocator is part of what was built, so that
+/// a benchmark (or an operator) can tell a production build from another.
+#[cfg(feature = "jemalloc")]
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (allocator: jemalloc)");
+#[cfg(not(feature = "jemalloc"))]
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (allocator: system)");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "jobstatus",
-    version,
+    version = VERSION,
     about = "Live, durable job status over gRPC"
 )]
 pub struct Cli {

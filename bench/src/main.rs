@@ -187,6 +187,11 @@ struct Record<'a> {
     command: Vec<String>,
     backend: &'a str,
     machine: Machine,
+    /// `jobstatus --version` of the server binary run (its allocator
+    /// included); none when the server was not started by the tool.
+    server_build: Option<String>,
+    /// The allocator the bare baseline and the storage floor ran on.
+    bench_allocator: &'static str,
     connections: usize,
     in_flight: usize,
     rows: &'a [Row],
@@ -221,6 +226,30 @@ fn machine() -> Machine {
     }
 }
 
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+const BENCH_ALLOCATOR: &str = "jemalloc";
+#[cfg(not(all(feature = "jemalloc", not(target_env = "msvc"))))]
+const BENCH_ALLOCATOR: &str = "system";
+
+/// What `jobstatus --version` says of the server binary, and a warning on
+/// stderr if it was built with another allocator than this tool: the bare
+/// baseline and the storage floor would then compare allocators, not code.
+fn server_build(server_bin: &std::path::Path) -> Option<String> {
+    let out = std::process::Command::new(server_bin)
+        .arg("--version")
+        .output()
+        .ok()?;
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    eprintln!("server: {version}; bare baseline and storage floor: allocator {BENCH_ALLOCATOR}");
+    if !version.contains(&format!("(allocator: {BENCH_ALLOCATOR})")) {
+        eprintln!(
+            "warning: the server and this tool use different allocators; build both in one \
+             command (`cargo build --release -p jobstatus -p jobstatus-bench`) to compare code"
+        );
+    }
+    Some(version)
+}
+
 /// 20k one-stream connections need ~20k fds in each process: raise the
 /// soft limit (and, as root, the hard one); children inherit it.
 fn raise_fd_limit() {
@@ -234,6 +263,11 @@ fn raise_fd_limit() {
         eprintln!("open files limit: {soft}");
     }
 }
+
+/// The allocator the server runs on (see the server's `main.rs`).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -348,6 +382,11 @@ async fn run(mut args: RunArgs) -> ExitCode {
             PathBuf::from("bench-results")
         }
     });
+    let build = if wants_real && args.connect.is_none() {
+        server_build(&server_bin)
+    } else {
+        None
+    };
     let spec = ServerSpec {
         server_bin,
         self_bin,
@@ -492,6 +531,8 @@ async fn run(mut args: RunArgs) -> ExitCode {
         command: std::env::args().collect(),
         backend,
         machine: machine(),
+        server_build: build,
+        bench_allocator: BENCH_ALLOCATOR,
         connections: ctx.knobs.connections,
         in_flight: ctx.knobs.in_flight,
         rows: &rows,

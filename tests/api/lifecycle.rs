@@ -525,6 +525,30 @@ async fn serve_dev_survives_restarts_and_resets_on_request() {
     third.kill().await.expect("stop");
 }
 
+/// `jobstatus --version` names the allocator the binary was built with, so
+/// that an operator and the benchmark can tell a production build.
+async fn the_binary_names_its_allocator() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_jobstatus"))
+        .arg("--version")
+        .output()
+        .await
+        .expect("--version runs");
+    assert!(out.status.success());
+    let version = String::from_utf8(out.stdout).expect("utf-8");
+    let allocator = if cfg!(feature = "jemalloc") {
+        "jemalloc"
+    } else {
+        "system"
+    };
+    assert_eq!(
+        version.trim(),
+        format!(
+            "jobstatus {} (allocator: {allocator})",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
+
 /// The tests of this module that are not per backend.
 pub fn trials() -> Vec<Trial> {
     vec![
@@ -537,6 +561,11 @@ pub fn trials() -> Vec<Trial> {
             "lifecycle::the_binary_serves_and_drains_on_sigterm",
             &[],
             the_binary_serves_and_drains_on_sigterm,
+        ),
+        trial(
+            "lifecycle::the_binary_names_its_allocator",
+            &[],
+            the_binary_names_its_allocator,
         ),
         trial(
             "lifecycle::serve_dev_prints_grpcurl_hints_that_work",
