@@ -986,4 +986,27 @@ mod tests {
             .with_timezone(&Utc);
         assert_eq!(encode_time(whole), "2026-03-04T05:06:07+00:00");
     }
+
+    /// SQLite is compiled as `.cargo/config.toml` asks: without memory
+    /// management's one page cache for all connections and without memory
+    /// statistics, each of which takes a process-wide mutex on every page
+    /// fetch or allocation (about a tenth of a change's CPU, BENCHMARKS.md).
+    #[test]
+    fn sqlite_is_built_without_process_wide_locks() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut query = conn.prepare("PRAGMA compile_options").unwrap();
+        let options: Vec<String> = query
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            !options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+    }
 }
