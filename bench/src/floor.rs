@@ -399,8 +399,8 @@ pub fn run(args: &FloorArgs) -> Result<FloorResult, String> {
 }
 
 /// The fewest operations the floor measures, however few the real run
-/// did: CPU time is read in 10 ms ticks, and the floor costs a few µs per
-/// operation, so fewer would round to nothing. A short run is scaled up
+/// did: the floor costs a few µs per operation, and a figure over a few
+/// milliseconds of CPU would be one scheduler hiccup. A short run is scaled up
 /// in jobs and operations alike, never by changing the same jobs more
 /// often than the real run did: a job's tenth change costs more than its
 /// second (its events no longer share a page with its neighbours'), so

@@ -214,9 +214,26 @@ impl Mark {
     }
 }
 
-/// User + system CPU seconds of process `pid` (or `self`) so far, from
-/// `/proc` (assumes USER_HZ = 100: 10 ms ticks).
+/// CPU seconds (user + system, every thread, the ended ones included) of
+/// process `pid` (or `self`) so far: from the kernel's CPU clock of the
+/// process, in nanoseconds, or, where that clock cannot be read, from
+/// `/proc` in 10 ms ticks (assumes USER_HZ = 100).
 pub fn proc_cpu_secs(pid: &str) -> Option<f64> {
+    cpu_clock_secs(pid).or_else(|| proc_tick_secs(pid))
+}
+
+fn cpu_clock_secs(pid: &str) -> Option<f64> {
+    use nix::time::{ClockId, clock_getcpuclockid};
+    let clock = if pid == "self" {
+        ClockId::CLOCK_PROCESS_CPUTIME_ID
+    } else {
+        clock_getcpuclockid(nix::unistd::Pid::from_raw(pid.parse().ok()?)).ok()?
+    };
+    let now = clock.now().ok()?;
+    Some(now.tv_sec() as f64 + now.tv_nsec() as f64 * 1e-9)
+}
+
+fn proc_tick_secs(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses.
     let rest = &stat[stat.rfind(')')? + 2..];

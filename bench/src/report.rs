@@ -251,8 +251,8 @@ pub fn durable_floor(rows: &[Row]) -> Vec<FloorLine> {
             let Some(real_us) = real.metric(cpu) else {
                 continue;
             };
-            // Zero means under one 10 ms tick for the whole phase (a tiny
-            // run): unknown, not free.
+            // Zero means nothing measurable for the whole phase (a tiny
+            // run, or a CPU figure read in 10 ms ticks): unknown, not free.
             let bare_us = find(rows, workload, real.size, Target::Bare)
                 .and_then(|b| b.metric(cpu))
                 .filter(|b| *b > 0.0);
