@@ -2,6 +2,13 @@
 //! from memory. No storage, no auth, one tokio broadcast channel per job,
 //! the same message shapes (a snapshot first, then events). It runs as its
 //! own process, so its RSS and CPU are measured like the real server's.
+//!
+//! With `--hand-off` it also hands each CreateJob, MarkComplete and
+//! ApproveCompletion to a
+//! thread of its own and waits for the answer, exactly as jobstatus hands
+//! a change to its SQLite writer (a task per command, a deadline, a queue
+//! the thread drains in batches, an answer channel), but does the same
+//! in-memory work there: what that hand-off costs, apart from storage.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +22,8 @@ use jobstatus::grpc::pb;
 use pb::job_admin_service_server::{JobAdminService, JobAdminServiceServer};
 use pb::job_service_server::{JobService, JobServiceServer};
 use pb::watch_job_response::Kind;
-use tokio::sync::broadcast;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 use tower::ServiceBuilder;
@@ -35,6 +43,39 @@ struct Entry {
 #[derive(Debug, Clone, Default)]
 struct Bare {
     jobs: Arc<Mutex<HashMap<i64, Entry>>>,
+    /// The queue of the thread changes are handed to (`--hand-off`).
+    hand_off: Option<mpsc::Sender<Work>>,
+}
+
+/// A change for the hand-off thread: it does the work and sends the answer.
+type Work = Box<dyn FnOnce() + Send>;
+
+/// The real writer's queue and batch bounds.
+const HAND_OFF_QUEUE: usize = 4096;
+const HAND_OFF_BATCH: usize = 256;
+
+/// Starts the thread changes are handed to: a current-thread runtime that
+/// drains its queue in batches, as jobstatus's SQLite writer does.
+fn start_hand_off() -> Result<mpsc::Sender<Work>, String> {
+    let (queue, mut work) = mpsc::channel::<Work>(HAND_OFF_QUEUE);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the hand-off runtime: {e}"))?;
+    std::thread::Builder::new()
+        .name("hand-off".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let mut batch = Vec::with_capacity(HAND_OFF_BATCH);
+                while work.recv_many(&mut batch, HAND_OFF_BATCH).await > 0 {
+                    for change in batch.drain(..) {
+                        change();
+                    }
+                }
+            });
+        })
+        .map_err(|e| format!("cannot start the hand-off thread: {e}"))?;
+    Ok(queue)
 }
 
 fn now() -> prost_types::Timestamp {
@@ -42,6 +83,36 @@ fn now() -> prost_types::Timestamp {
 }
 
 impl Bare {
+    /// Runs a change here, or, with `--hand-off`, on the hand-off thread,
+    /// in a task of its own (so that it finishes if the caller goes away)
+    /// with a deadline for queueing and answering together.
+    async fn change<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Bare) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let Some(queue) = self.hand_off.clone() else {
+            return work(self);
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let (reply, answer) = oneshot::channel();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+            let change: Work = Box::new(move || {
+                let _ = reply.send(work(&this));
+            });
+            tokio::time::timeout_at(deadline, queue.send(change))
+                .await
+                .map_err(|_| Status::unavailable("hand-off queue full"))?
+                .map_err(|_| Status::unavailable("hand-off thread gone"))?;
+            tokio::time::timeout_at(deadline, answer)
+                .await
+                .map_err(|_| Status::unavailable("no answer from the hand-off thread"))?
+                .map_err(|_| Status::unavailable("hand-off thread gone"))?
+        })
+        .await
+        .map_err(|e| Status::internal(format!("change task failed: {e}")))?
+    }
+
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<i64, Entry>>, Status> {
         self.jobs
             .lock()
@@ -117,17 +188,20 @@ impl JobService for Bare {
         request: Request<pb::MarkCompleteRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let id = request.into_inner().job_id;
-        self.transition(
-            id,
-            pb::JobStatus::InProgress,
-            pb::EventType::WorkerMarkedComplete,
-            pb::ActorRole::Worker,
-            |job| {
-                job.status = pb::JobStatus::AwaitingClientApproval as i32;
-                job.worker_marked_complete = true;
-                job.awaiting_client_verification = true;
-            },
-        )
+        self.change(move |bare| {
+            bare.transition(
+                id,
+                pb::JobStatus::InProgress,
+                pb::EventType::WorkerMarkedComplete,
+                pb::ActorRole::Worker,
+                |job| {
+                    job.status = pb::JobStatus::AwaitingClientApproval as i32;
+                    job.worker_marked_complete = true;
+                    job.awaiting_client_verification = true;
+                },
+            )
+        })
+        .await
         .map(Response::new)
     }
 
@@ -136,18 +210,21 @@ impl JobService for Bare {
         request: Request<pb::ApproveCompletionRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let message = request.into_inner();
-        self.transition(
-            message.job_id,
-            pb::JobStatus::AwaitingClientApproval,
-            pb::EventType::ClientApprovedCompletion,
-            pb::ActorRole::Client,
-            |job| {
-                job.status = pb::JobStatus::AwaitingPayment as i32;
-                job.client_marked_complete = true;
-                job.awaiting_client_verification = false;
-                job.payment_method = message.payment_method;
-            },
-        )
+        self.change(move |bare| {
+            bare.transition(
+                message.job_id,
+                pb::JobStatus::AwaitingClientApproval,
+                pb::EventType::ClientApprovedCompletion,
+                pb::ActorRole::Client,
+                |job| {
+                    job.status = pb::JobStatus::AwaitingPayment as i32;
+                    job.client_marked_complete = true;
+                    job.awaiting_client_verification = false;
+                    job.payment_method = message.payment_method;
+                },
+            )
+        })
+        .await
         .map(Response::new)
     }
 
@@ -251,18 +328,22 @@ impl JobAdminService for Bare {
             updated_at: Some(at),
             ..pb::Job::default()
         };
-        let mut jobs = self.lock()?;
-        if jobs.contains_key(&m.job_id) {
-            return Err(Status::already_exists("job exists"));
-        }
-        jobs.insert(
-            m.job_id,
-            Entry {
-                job: job.clone(),
-                events: None,
-            },
-        );
-        Ok(Response::new(job))
+        self.change(move |bare| {
+            let mut jobs = bare.lock()?;
+            if jobs.contains_key(&m.job_id) {
+                return Err(Status::already_exists("job exists"));
+            }
+            jobs.insert(
+                m.job_id,
+                Entry {
+                    job: job.clone(),
+                    events: None,
+                },
+            );
+            Ok(job)
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn assign_worker(
@@ -288,11 +369,18 @@ impl JobAdminService for Bare {
 }
 
 /// Serves until SIGINT/SIGTERM (the bench tool kills it when done).
-pub async fn serve(listen: SocketAddr, max_concurrent_streams: u32) -> Result<(), String> {
+pub async fn serve(
+    listen: SocketAddr,
+    max_concurrent_streams: u32,
+    hand_off: bool,
+) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let bare = Bare::default();
+    let bare = Bare {
+        hand_off: hand_off.then(start_hand_off).transpose()?,
+        ..Bare::default()
+    };
     // grpc-web too (browsers over HTTP/1.1), as the real server serves it,
     // through the same clear-text accept loop.
     let routes = Routes::new(JobServiceServer::new(bare.clone()))
