@@ -19,9 +19,9 @@ pub const MIN_SECRET_BYTES: usize = 32;
 
 /// `jobstatus --version`: the allocator is part of what was built, so that
 /// a benchmark (or an operator) can tell a production build from another.
-#[cfg(feature = "jemalloc")]
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (allocator: jemalloc)");
-#[cfg(not(feature = "jemalloc"))]
+#[cfg(not(all(feature = "jemalloc", not(target_env = "msvc"))))]
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (allocator: system)");
 
 #[derive(Debug, Parser)]

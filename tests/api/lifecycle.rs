@@ -535,7 +535,7 @@ async fn the_binary_names_its_allocator() {
         .expect("--version runs");
     assert!(out.status.success());
     let version = String::from_utf8(out.stdout).expect("utf-8");
-    let allocator = if cfg!(feature = "jemalloc") {
+    let allocator = if cfg!(all(feature = "jemalloc", not(target_env = "msvc"))) {
         "jemalloc"
     } else {
         "system"
