@@ -4,11 +4,11 @@
 //! own process, so its RSS and CPU are measured like the real server's.
 //!
 //! With `--hand-off` it also hands each CreateJob, MarkComplete and
-//! ApproveCompletion to a
-//! thread of its own and waits for the answer, exactly as jobstatus hands
-//! a change to its SQLite writer (a task per command, a deadline, a queue
-//! the thread drains in batches, an answer channel), but does the same
-//! in-memory work there: what that hand-off costs, apart from storage.
+//! ApproveCompletion to a thread of its own and waits for the answer, as
+//! jobstatus hands a change to its SQLite writer (a task per command, a
+//! deadline, a queue the thread drains in batches, an answer channel), but
+//! does the same in-memory work there: what that hand-off costs, apart
+//! from storage.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -119,9 +119,24 @@ impl Bare {
             .map_err(|_| Status::internal("poisoned lock"))
     }
 
+    /// One transition as a change (on the hand-off thread with
+    /// `--hand-off`): see [`Bare::apply`].
+    async fn transition(
+        &self,
+        job_id: i64,
+        from: pb::JobStatus,
+        event: pb::EventType,
+        role: pb::ActorRole,
+        apply: impl FnOnce(&mut pb::Job) + Send + 'static,
+    ) -> Result<Response<pb::Job>, Status> {
+        self.change(move |bare| bare.apply(job_id, from, event, role, apply))
+            .await
+            .map(Response::new)
+    }
+
     /// Applies one transition and publishes its event, like the real
     /// service does after its commit.
-    fn transition(
+    fn apply(
         &self,
         job_id: i64,
         from: pb::JobStatus,
@@ -188,21 +203,18 @@ impl JobService for Bare {
         request: Request<pb::MarkCompleteRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let id = request.into_inner().job_id;
-        self.change(move |bare| {
-            bare.transition(
-                id,
-                pb::JobStatus::InProgress,
-                pb::EventType::WorkerMarkedComplete,
-                pb::ActorRole::Worker,
-                |job| {
-                    job.status = pb::JobStatus::AwaitingClientApproval as i32;
-                    job.worker_marked_complete = true;
-                    job.awaiting_client_verification = true;
-                },
-            )
-        })
+        self.transition(
+            id,
+            pb::JobStatus::InProgress,
+            pb::EventType::WorkerMarkedComplete,
+            pb::ActorRole::Worker,
+            |job| {
+                job.status = pb::JobStatus::AwaitingClientApproval as i32;
+                job.worker_marked_complete = true;
+                job.awaiting_client_verification = true;
+            },
+        )
         .await
-        .map(Response::new)
     }
 
     async fn approve_completion(
@@ -210,22 +222,19 @@ impl JobService for Bare {
         request: Request<pb::ApproveCompletionRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let message = request.into_inner();
-        self.change(move |bare| {
-            bare.transition(
-                message.job_id,
-                pb::JobStatus::AwaitingClientApproval,
-                pb::EventType::ClientApprovedCompletion,
-                pb::ActorRole::Client,
-                |job| {
-                    job.status = pb::JobStatus::AwaitingPayment as i32;
-                    job.client_marked_complete = true;
-                    job.awaiting_client_verification = false;
-                    job.payment_method = message.payment_method;
-                },
-            )
-        })
+        self.transition(
+            message.job_id,
+            pb::JobStatus::AwaitingClientApproval,
+            pb::EventType::ClientApprovedCompletion,
+            pb::ActorRole::Client,
+            move |job| {
+                job.status = pb::JobStatus::AwaitingPayment as i32;
+                job.client_marked_complete = true;
+                job.awaiting_client_verification = false;
+                job.payment_method = message.payment_method;
+            },
+        )
         .await
-        .map(Response::new)
     }
 
     async fn request_changes(

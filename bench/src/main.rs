@@ -56,9 +56,10 @@ enum Sub {
         listen: SocketAddr,
         #[arg(long, default_value_t = 10_000)]
         max_concurrent_streams: u32,
-        /// Hand each CreateJob, MarkComplete and ApproveCompletion to a thread of its own and
-        /// back, as jobstatus hands changes to its SQLite writer, with no
-        /// storage: what the hand-off costs (BENCHMARKS.md).
+        /// Hand each CreateJob, MarkComplete and ApproveCompletion to a
+        /// thread of its own and back, as jobstatus hands changes to its
+        /// SQLite writer, with no storage: what the hand-off costs
+        /// (BENCHMARKS.md).
         #[arg(long)]
         hand_off: bool,
     },
