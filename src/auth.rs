@@ -17,8 +17,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::Sha256;
 
+use crate::clock_map::ClockMap;
 use crate::domain::{Caller, ServiceId, UserId};
-use crate::generations::Generations;
 
 /// The scope that admits a token to JobAdminService.
 pub const ADMIN_SCOPE: &str = "jobstatus.admin";
@@ -214,21 +214,22 @@ pub struct Verifier {
 pub const TOKEN_CACHE_SIZE: u64 = 65_536;
 
 /// Verified tokens, byte for byte. Bounded: in shards (so that calls on
-/// many threads rarely wait for one another), each a two-generation map of
-/// its share ([`Generations`]), so a token in use stays however many new
-/// tokens arrive, and a full cache never empties at once (it keeps at
-/// least half). An entry past its `exp` is refused and removed when it is
-/// next asked for.
+/// many threads rarely wait for one another), each a second-chance map of
+/// its share ([`ClockMap`]), so every token it holds can be found, a token
+/// in use stays however many new tokens arrive, and a new token pushes out
+/// at most one that nobody used lately. An entry past its `exp` is refused
+/// and removed when it is next asked for.
 struct TokenCache {
     shards: Box<[Mutex<TokenShard>]>,
 }
 
 /// One shard of the token cache: tokens, byte for byte, and who they name.
-type TokenShard = Generations<Box<str>, Identity>;
+type TokenShard = ClockMap<Arc<str>, Identity>;
 
 /// Shards of a full-size token cache: more than the threads that call at
 /// once on most machines. A small cache has fewer, at least 4 096 tokens
-/// each, so that its halves are not too small to hold the tokens in use.
+/// each, so that an uneven spread of tokens over the shards stays small
+/// beside each shard's share.
 const TOKEN_SHARDS: usize = 16;
 const TOKENS_PER_SHARD: usize = 4096;
 
@@ -238,7 +239,7 @@ impl TokenCache {
         let shards = (capacity / TOKENS_PER_SHARD).clamp(1, TOKEN_SHARDS);
         Self {
             shards: (0..shards)
-                .map(|_| Mutex::new(Generations::new(capacity / shards)))
+                .map(|_| Mutex::new(ClockMap::new(capacity / shards)))
                 .collect(),
         }
     }
@@ -259,11 +260,12 @@ impl TokenCache {
     }
 
     fn get(&self, token: &str) -> Option<Identity> {
-        self.shard(token).get(token).0.cloned()
+        self.shard(token).get(token).cloned()
     }
 
     fn insert(&self, token: &str, identity: Identity) {
-        let _retired = self.shard(token).insert(token.into(), identity);
+        // What made room is dropped after the shard is unlocked.
+        let _evicted = self.shard(token).insert(token.into(), identity);
     }
 
     fn remove(&self, token: &str) {

@@ -20,16 +20,16 @@
 //! - [`grpc`]: the tonic transport: one accept loop with the connection
 //!   limits, the edge layer (tokens, anonymous calls, deadlines), services,
 //!   health, reflection, and the one place errors become statuses.
-//! - [`config`], [`telemetry`], [`app`]: flags, logging, wiring; `generations`:
-//!   the bounded two-generation map both in-memory caches use.
+//! - [`config`], [`telemetry`], [`app`]: flags, logging, wiring; `clock_map`:
+//!   the bounded second-chance map both in-memory caches use.
 
 pub mod app;
 pub mod auth;
+mod clock_map;
 pub mod config;
 pub mod dev;
 pub mod domain;
 pub mod error;
-mod generations;
 pub mod grpc;
 pub mod hub;
 pub mod jobs;

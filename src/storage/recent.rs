@@ -10,14 +10,13 @@
 //! answer has gone out (the writer updates it before it answers, and
 //! events are published after the answer).
 //!
-//! Bounded by `--sqlite-job-cache` entries: two generations of at most
-//! half that each; when the young one is full the old one is dropped, so
-//! jobs nobody touched for a while leave first.
+//! Bounded by `--sqlite-job-cache` entries, with second-chance eviction
+//! ([`ClockMap`]): a new job pushes out one nobody touched lately.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use crate::clock_map::ClockMap;
 use crate::domain::{Job, JobId};
-use crate::generations::Generations;
 
 /// Where the cache stands: a fill may happen only while it is unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,29 +29,28 @@ pub(super) struct RecentJobs {
 
 #[derive(Debug)]
 struct Recent {
-    jobs: Generations<JobId, Job>,
+    jobs: ClockMap<JobId, Job>,
     /// Bumped by every commit, failed commit and eviction.
     epoch: u64,
 }
 
 impl Recent {
-    /// Counts an eviction (a retired generation), which voids reads in
-    /// flight: one of them could bring back a state older than one the
-    /// writer stored and that has just left.
-    fn evicted(&mut self, retired: bool) {
-        if retired {
+    /// Counts an eviction, which voids reads in flight: one of them could
+    /// bring back a state older than one the writer stored and that has
+    /// just left.
+    fn evicted(&mut self, evicted: bool) {
+        if evicted {
             self.epoch += 1;
         }
     }
 }
 
 impl RecentJobs {
-    /// A cache of at most `capacity` jobs (rounded down to an even number;
-    /// below 2 it keeps nothing).
+    /// A cache of at most `capacity` jobs (0 keeps nothing).
     pub(super) fn new(capacity: usize) -> Self {
         Self {
             inner: Mutex::new(Recent {
-                jobs: Generations::new(capacity),
+                jobs: ClockMap::new(capacity),
                 epoch: 0,
             }),
         }
@@ -66,15 +64,9 @@ impl RecentJobs {
 
     /// The job's newest committed state, if it is here.
     pub(super) fn get(&self, id: JobId) -> Option<Job> {
-        let mut g = self.lock();
-        // A job in use moves back to the young generation; generations
-        // only move, so what the writer stored stays the newest state.
-        let (job, retired) = g.jobs.get(&id);
-        let job = job.cloned();
-        g.evicted(retired.is_some());
-        drop(g);
-        drop(retired);
-        job
+        // A lookup only marks the job used: it moves and drops nothing, so
+        // what the writer stored stays the newest state.
+        self.lock().jobs.get(&id).cloned()
     }
 
     /// Read before reading the file for a job that was not here.
@@ -90,22 +82,22 @@ impl RecentJobs {
         if !g.jobs.keeps() || g.epoch != since.0 || g.jobs.contains_key(&job.id) {
             return;
         }
-        let retired = g.jobs.insert(job.id, job.clone());
-        g.evicted(retired.is_some());
+        let evicted = g.jobs.insert(job.id, job.clone());
+        g.evicted(evicted.is_some());
         drop(g);
-        drop(retired);
+        drop(evicted);
     }
 
     /// The writer's word after a commit: these are the jobs as committed.
     pub(super) fn committed<'a>(&self, jobs: impl IntoIterator<Item = &'a Job>) {
         let mut g = self.lock();
         g.epoch += 1;
-        let mut retired = Vec::new();
+        let mut evicted = Vec::new();
         for job in jobs {
-            retired.extend(g.jobs.insert(job.id, job.clone()));
+            evicted.extend(g.jobs.insert(job.id, job.clone()));
         }
         drop(g);
-        drop(retired);
+        drop(evicted);
     }
 
     /// The writer's word after a commit that failed (and may or may not
@@ -208,13 +200,20 @@ mod tests {
         // A read could otherwise bring back a state older than one the
         // writer stored and that was dropped while the read ran.
         let cache = RecentJobs::new(2);
+        cache.fill(cache.epoch(), &job(1, 1));
+        cache.fill(cache.epoch(), &job(2, 1));
         let before = cache.epoch();
-        cache.fill(before, &job(1, 1));
-        let before = cache.epoch();
+        // Lookups drop nothing, so they void nothing.
         cache.get(id(1));
-        cache.fill(before, &job(2, 1)); // a second young entry: old goes
-        let during = cache.epoch();
-        assert_ne!(before, during);
+        assert_eq!(cache.epoch(), before);
+        cache.fill(before, &job(3, 1)); // full: job 2 makes room
+        assert_ne!(cache.epoch(), before);
+        assert!(cache.get(id(2)).is_none());
+        cache.fill(before, &job(4, 1));
+        assert!(
+            cache.get(id(4)).is_none(),
+            "a read from before the eviction was kept"
+        );
     }
 
     #[test]

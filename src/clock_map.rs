@@ -1,0 +1,219 @@
+//! A bounded map with second-chance ("clock") eviction, the one both
+//! in-memory caches use (verified tokens, SQLite's recent jobs). Entries
+//! sit on a ring in the order they arrived; a lookup marks its entry used.
+//! When a new entry needs room, the hand walks the ring: a used entry loses
+//! its mark and stays, the first unused one leaves. So the map never holds
+//! more than its capacity, every entry it holds can be found (any number
+//! of lookups, in any order, move nothing and drop nothing), an entry in
+//! use stays however many new ones arrive, and room is made one entry at a
+//! time. No locking here: callers hold their own.
+
+use std::borrow::Borrow;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+#[derive(Debug)]
+pub(crate) struct ClockMap<K, V> {
+    /// Entries at most; 0 keeps nothing.
+    capacity: usize,
+    entries: HashMap<K, Slot<V>>,
+    /// The ring, the hand at its front. It may still name keys removed
+    /// since (the hand skips them), so it is rebuilt when it grows past
+    /// twice the capacity.
+    ring: VecDeque<K>,
+}
+
+#[derive(Debug)]
+struct Slot<V> {
+    value: V,
+    /// Looked up since the hand last passed.
+    used: bool,
+}
+
+impl<K: Hash + Eq + Clone, V> ClockMap<K, V> {
+    /// A map of at most `capacity` entries.
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            entries: HashMap::new(),
+            ring: VecDeque::new(),
+        }
+    }
+
+    /// Whether this map keeps anything at all.
+    pub(crate) fn keeps(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// The entry for `key`, marked used.
+    pub(crate) fn get<Q>(&mut self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let slot = self.entries.get_mut(key)?;
+        slot.used = true;
+        Some(&slot.value)
+    }
+
+    /// Stores `value` for `key`: in place of an older one, or as a new
+    /// entry, making room if the map is full. Returns the entry that left
+    /// to make room (callers that hold a lock drop it after unlocking).
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<(K, V)> {
+        if !self.keeps() {
+            return None;
+        }
+        if let Some(slot) = self.entries.get_mut(&key) {
+            slot.value = value;
+            slot.used = true;
+            return None;
+        }
+        let evicted = if self.entries.len() >= self.capacity {
+            self.evict()
+        } else {
+            None
+        };
+        self.ring.push_back(key.clone());
+        self.entries.insert(key, Slot { value, used: false });
+        if self.ring.len() > self.capacity.saturating_mul(2) {
+            // Removed keys pile up on the ring only while nothing needs
+            // room; start it over from what is here (in no particular
+            // order: it is rare, and every entry keeps its mark).
+            self.ring = self.entries.keys().cloned().collect();
+        }
+        evicted
+    }
+
+    /// Walks the hand to the first unused entry and takes it out.
+    fn evict(&mut self) -> Option<(K, V)> {
+        // Each step drops a stale key, clears a mark or evicts, and every
+        // entry is on the ring, so this ends within two turns of it.
+        while let Some(key) = self.ring.pop_front() {
+            match self.entries.get_mut(&key) {
+                None => {}
+                Some(slot) if slot.used => {
+                    slot.used = false;
+                    self.ring.push_back(key);
+                }
+                Some(_) => {
+                    return self
+                        .entries
+                        .remove_entry(&key)
+                        .map(|(key, slot)| (key, slot.value));
+                }
+            }
+        }
+        None
+    }
+
+    pub(crate) fn remove<Q>(&mut self, key: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.entries.remove(key);
+    }
+
+    pub(crate) fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.entries.contains_key(key)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bounded, keeping what is used, one entry at a time.
+    #[test]
+    fn bounded_keeping_what_is_used_and_never_emptied_at_once() {
+        let mut map = ClockMap::new(4);
+        map.insert(0, "busy");
+        for n in 1..=100 {
+            let before = map.len();
+            let evicted = map.insert(n, "new");
+            assert!(map.len() >= before, "more than one entry left at {n}");
+            assert_ne!(evicted.map(|(k, _)| k), Some(0), "the entry in use went");
+            assert_eq!(map.get(&0), Some(&"busy"), "the entry in use went at {n}");
+            assert!(map.len() <= 4, "{} held at {n}", map.len());
+        }
+        assert!(!map.contains_key(&1));
+        assert!(map.contains_key(&100));
+        map.insert(100, "newer");
+        assert_eq!(map.get(&100), Some(&"newer"));
+        map.remove(&100);
+        assert!(!map.contains_key(&100));
+    }
+
+    /// A working set as large as the map stays whole however it is looked
+    /// up: lookups never make room, so nothing leaves until something new
+    /// arrives. (Two generations of half the size each lost about a fifth
+    /// of such a set to every pass over it in random order.)
+    #[test]
+    fn a_full_working_set_looked_up_in_any_order_stays() {
+        let mut map = ClockMap::new(2500);
+        for n in 0..2500u32 {
+            assert!(map.insert(n, n).is_none());
+        }
+        // A fixed shuffle: a multiplier coprime with 2500 visits each once.
+        for pass in 0..5u32 {
+            for i in 0..2500u32 {
+                let n = (i * 1013 + pass * 7) % 2500;
+                assert_eq!(map.get(&n), Some(&n), "{n} was lost on pass {pass}");
+            }
+        }
+        assert_eq!(map.len(), 2500);
+        // The next new entry takes the place of exactly one.
+        assert!(map.insert(9999, 0).is_some());
+        assert_eq!(map.len(), 2500);
+    }
+
+    /// Unused entries leave before used ones, oldest first.
+    #[test]
+    fn unused_entries_leave_first() {
+        let mut map = ClockMap::new(3);
+        for n in 0..3 {
+            map.insert(n, ());
+        }
+        map.get(&0);
+        map.get(&2);
+        assert_eq!(map.insert(3, ()).map(|(k, _)| k), Some(1));
+        // 0 and 2 lost their marks on the way: the oldest of them goes next.
+        assert_eq!(map.insert(4, ()).map(|(k, _)| k), Some(0));
+    }
+
+    /// Removing and storing the same keys again and again, with the map
+    /// never full, does not grow the ring without bound.
+    #[test]
+    fn the_ring_stays_bounded_when_keys_come_and_go() {
+        let mut map = ClockMap::new(8);
+        for n in 0..10_000u32 {
+            map.insert(n % 3, n);
+            map.remove(&(n % 3));
+            assert!(map.ring.len() <= 16, "{} keys on the ring", map.ring.len());
+        }
+        for n in 0..8u32 {
+            map.insert(n, n);
+        }
+        for n in 8..100u32 {
+            assert!(map.insert(n, n).is_some(), "a full map made room for {n}");
+            assert_eq!(map.len(), 8);
+        }
+    }
+
+    #[test]
+    fn zero_keeps_nothing() {
+        let mut map = ClockMap::new(0);
+        assert!(!map.keeps());
+        assert!(map.insert(1, ()).is_none());
+        assert_eq!(map.len(), 0);
+        assert!(map.get(&1).is_none());
+    }
+}
