@@ -131,6 +131,12 @@ struct RunArgs {
     /// W4: seconds of MarkComplete calls.
     #[arg(long, default_value_t = 10)]
     w4_secs: u64,
+    /// W1 and W4 (each size, each target, the storage floor with the real
+    /// server) run this many times, the targets taking turns, and every
+    /// figure reported is the median of the runs: on a shared host one
+    /// run moves by 10–25 %. Each run is kept in the JSON (`repeats`).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+    repeat: u32,
     /// W4: in-progress jobs created beforehand (the phase ends early if they run out).
     #[arg(long, default_value_t = 100_000)]
     w4_jobs: usize,
@@ -201,11 +207,25 @@ struct Record<'a> {
     connections: usize,
     in_flight: usize,
     rows: &'a [Row],
+    /// With --repeat: every run of W1 and W4, of which `rows` holds the
+    /// medians.
+    repeats: &'a [Row],
     curves: &'a [Curve],
     targets: &'a [report::TargetCheck],
     durable_floor: &'a [report::FloorLine],
     errors: &'a [String],
     total_seconds: f64,
+}
+
+/// Keeps the runs of one workload and size: as they are for one run each,
+/// else their medians in `rows` and the runs themselves in `repeats`.
+fn medians(runs: Vec<Row>, repeat: u32, rows: &mut Vec<Row>, repeats: &mut Vec<Row>) {
+    if repeat <= 1 {
+        rows.extend(runs);
+        return;
+    }
+    rows.extend(report::medians(&runs));
+    repeats.extend(runs);
 }
 
 fn machine() -> Machine {
@@ -438,6 +458,7 @@ async fn run(mut args: RunArgs) -> ExitCode {
 
     let mut rows: Vec<Row> = Vec::new();
     let mut curves: Vec<Curve> = Vec::new();
+    let mut repeats: Vec<Row> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
     let mut keep = |result: Result<Row, String>, rows: &mut Vec<Row>| match result {
         Ok(row) => {
@@ -472,9 +493,13 @@ async fn run(mut args: RunArgs) -> ExitCode {
         match workload {
             Workload::W1 => {
                 for &j in &args.w1_jobs {
-                    for &t in &targets {
-                        keep(workloads::w1(&ctx, t, j).await, &mut rows);
+                    let mut runs = Vec::new();
+                    for _ in 0..args.repeat {
+                        for &t in &targets {
+                            keep(workloads::w1(&ctx, t, j).await, &mut runs);
+                        }
                     }
+                    medians(runs, args.repeat, &mut rows, &mut repeats);
                 }
             }
             Workload::W2 => {
@@ -503,9 +528,13 @@ async fn run(mut args: RunArgs) -> ExitCode {
                 }
             }
             Workload::W4 => {
-                for &t in &targets {
-                    keep(workloads::w4(&ctx, t).await, &mut rows);
+                let mut runs = Vec::new();
+                for _ in 0..args.repeat {
+                    for &t in &targets {
+                        keep(workloads::w4(&ctx, t).await, &mut runs);
+                    }
                 }
+                medians(runs, args.repeat, &mut rows, &mut repeats);
             }
             Workload::Abuse if targets.contains(&Target::Real) && args.connect.is_none() => {
                 let sizes = if args.smoke {
@@ -543,6 +572,7 @@ async fn run(mut args: RunArgs) -> ExitCode {
         connections: ctx.knobs.connections,
         in_flight: ctx.knobs.in_flight,
         rows: &rows,
+        repeats: &repeats,
         curves: &curves,
         targets: &checks,
         durable_floor: &floor,

@@ -207,6 +207,51 @@ pub struct FloorLine {
 /// The target for real ÷ durable floor (server CPU per operation).
 pub const FLOOR_TARGET: f64 = 1.3;
 
+/// One row per workload, size and target of `runs` (in the order they
+/// first ran), each figure the median of that row's runs: on a shared host
+/// one run moves by 10–25 %, a median of several much less. A figure only
+/// some runs have is the median of those; a row is ok only if every run
+/// was.
+pub fn medians(runs: &[Row]) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::new();
+    for run in runs {
+        let same =
+            |r: &&Row| r.workload == run.workload && r.size == run.size && r.target == run.target;
+        if out.iter().any(|r| same(&r)) {
+            continue;
+        }
+        let group: Vec<&Row> = runs.iter().filter(same).collect();
+        let mut row = Row {
+            workload: run.workload,
+            size: run.size,
+            target: run.target,
+            metrics: Vec::new(),
+            ok: group.iter().all(|r| r.ok),
+            notes: Vec::new(),
+        };
+        for metric in &run.metrics {
+            let mut values: Vec<f64> = group.iter().filter_map(|r| r.metric(metric.name)).collect();
+            values.sort_by(f64::total_cmp);
+            let mid = values.len() / 2;
+            let median = if values.len().is_multiple_of(2) {
+                (values[mid - 1] + values[mid]) / 2.0
+            } else {
+                values[mid]
+            };
+            row.put(metric.name, metric.unit, median);
+        }
+        for note in group.iter().flat_map(|r| &r.notes) {
+            if !row.notes.contains(note) {
+                row.notes.push(note.clone());
+            }
+        }
+        row.notes
+            .push(format!("figures: medians of {} runs", group.len()));
+        out.push(row);
+    }
+    out
+}
+
 /// Every operation with a CPU figure on a real row, against its floor.
 pub fn durable_floor(rows: &[Row]) -> Vec<FloorLine> {
     // (workload, real/bare CPU metric, storage floor metric, name)
@@ -596,4 +641,41 @@ pub fn plot_rss(curves: &[Curve], path: &Path) -> Result<(), String> {
         false,
     )?;
     root.present().map_err(|e| format!("plot: {e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(target: Target, cpu: f64, ok: bool) -> Row {
+        let mut row = Row::new("W4", 64, target);
+        row.put("server_cpu_per_call", "us", cpu);
+        row.ok = ok;
+        row
+    }
+
+    /// Each workload, size and target becomes one row of medians, in the
+    /// order they first ran, ok only if every run was.
+    #[test]
+    fn repeated_runs_are_reported_as_medians() {
+        let runs = [
+            run(Target::Bare, 12.0, true),
+            run(Target::Real, 40.0, true),
+            run(Target::Bare, 11.0, true),
+            run(Target::Real, 31.0, true),
+            run(Target::Bare, 30.0, true),
+            run(Target::Real, 33.0, false),
+        ];
+        let rows = medians(&runs);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].target, Target::Bare);
+        assert_eq!(rows[0].metric("server_cpu_per_call"), Some(12.0));
+        assert!(rows[0].ok);
+        assert_eq!(rows[1].metric("server_cpu_per_call"), Some(33.0));
+        assert!(!rows[1].ok);
+        // An even count takes the middle two's mean.
+        let rows = medians(&runs[..4]);
+        assert_eq!(rows[0].metric("server_cpu_per_call"), Some(11.5));
+        assert_eq!(rows[1].metric("server_cpu_per_call"), Some(35.5));
+    }
 }
