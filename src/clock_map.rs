@@ -154,8 +154,9 @@ mod tests {
 
     /// A working set as large as the map stays whole however it is looked
     /// up: lookups never make room, so nothing leaves until something new
-    /// arrives. (Two generations of half the size each lost about a fifth
-    /// of such a set to every pass over it in random order.)
+    /// arrives. (A map that makes room on lookups, as two generations of
+    /// half the size each do, loses about a fifth of such a set to every
+    /// pass over it in random order.)
     #[test]
     fn a_full_working_set_looked_up_in_any_order_stays() {
         let mut map = ClockMap::new(2500);
