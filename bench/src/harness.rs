@@ -30,6 +30,10 @@ pub enum Target {
     Real,
     /// `jobstatus-bench bare-server`: the same proto in memory.
     Bare,
+    /// `jobstatus-bench bare-server --hand-off`: the bare server handing
+    /// each change to a thread of its own and back, as jobstatus hands one
+    /// to its SQLite writer; set beside the durable floor, never in it.
+    HandOff,
 }
 
 impl Target {
@@ -37,6 +41,7 @@ impl Target {
         match self {
             Target::Real => "real",
             Target::Bare => "bare",
+            Target::HandOff => "hand-off",
         }
     }
 }
@@ -298,7 +303,7 @@ impl Server {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let metrics: Option<SocketAddr> = match target {
             Target::Real => Some(([127, 0, 0, 1], free_port()?).into()),
-            Target::Bare => None,
+            Target::Bare | Target::HandOff => None,
         };
         let streams = spec.max_streams.to_string();
         let mut cmd = match target {
@@ -338,13 +343,16 @@ impl Server {
                 }
                 cmd
             }
-            Target::Bare => {
+            Target::Bare | Target::HandOff => {
                 let mut cmd = Command::new(&spec.self_bin);
                 cmd.arg("bare-server")
                     .arg("--listen")
                     .arg(addr.to_string())
                     .arg("--max-concurrent-streams")
                     .arg(&streams);
+                if target == Target::HandOff {
+                    cmd.arg("--hand-off");
+                }
                 cmd
             }
         };

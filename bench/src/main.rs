@@ -90,6 +90,9 @@ enum ConnProtocol {
 enum TargetArg {
     Real,
     Bare,
+    /// The bare server with the writer's hand-off (`bare-server
+    /// --hand-off`): reported beside the durable floor of W1 and W4.
+    HandOff,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -447,13 +450,21 @@ async fn run(mut args: RunArgs) -> ExitCode {
         }
     };
     // The baseline first, then the real server, at every size: side by side.
-    let targets: Vec<Target> = [TargetArg::Bare, TargetArg::Real]
+    let targets: Vec<Target> = [TargetArg::Bare, TargetArg::HandOff, TargetArg::Real]
         .into_iter()
         .filter(|t| args.targets.contains(t))
         .map(|t| match t {
             TargetArg::Real => Target::Real,
             TargetArg::Bare => Target::Bare,
+            TargetArg::HandOff => Target::HandOff,
         })
+        .collect();
+    // The hand-off only stands beside the durable floor, which is W1's
+    // and W4's.
+    let plain: Vec<Target> = targets
+        .iter()
+        .copied()
+        .filter(|t| *t != Target::HandOff)
         .collect();
 
     let mut rows: Vec<Row> = Vec::new();
@@ -504,7 +515,7 @@ async fn run(mut args: RunArgs) -> ExitCode {
             }
             Workload::W2 => {
                 for &w in &args.w2_watchers {
-                    for &t in &targets {
+                    for &t in &plain {
                         keep(workloads::w2(&ctx, t, w).await, &mut rows);
                     }
                 }
@@ -514,7 +525,7 @@ async fn run(mut args: RunArgs) -> ExitCode {
                     (W3Mode::Mux, &args.w3_streams),
                     (W3Mode::Conn, &args.w3_conn_streams),
                 ] {
-                    for &t in &targets {
+                    for &t in &plain {
                         match workloads::w3(&ctx, t, mode, sizes).await {
                             Ok((rs, curve)) => {
                                 for r in rs {

@@ -196,6 +196,12 @@ pub struct FloorLine {
     pub durable_floor_us: Option<f64>,
     pub real_over_bare: Option<f64>,
     pub real_over_floor: Option<f64>,
+    /// What handing the operation to a writer thread and back costs: the
+    /// bare server with the hand-off less the bare server, in the same run
+    /// (`--targets bare,hand-off,real`). Never part of the floor: it is set
+    /// beside it, with real ÷ (durable floor + hand-off).
+    pub hand_off_us: Option<f64>,
+    pub real_over_floor_with_hand_off: Option<f64>,
     /// PostgreSQL's own CPU per operation under the real servers and under
     /// the floor (None on SQLite).
     pub db_real_us: Option<f64>,
@@ -254,41 +260,47 @@ pub fn medians(runs: &[Row]) -> Vec<Row> {
 
 /// Every operation with a CPU figure on a real row, against its floor.
 pub fn durable_floor(rows: &[Row]) -> Vec<FloorLine> {
-    // (workload, real/bare CPU metric, storage floor metric, name)
-    const OPS: [(&str, &str, &str, &str); 5] = [
+    // (workload, real/bare CPU metric, storage floor metric, name, whether
+    // the operation is a change the server hands to its writer)
+    const OPS: [(&str, &str, &str, &str, bool); 5] = [
         (
             "W1",
             "cpu_per_transition",
             "floor_transition_us",
             "W1 transition (1 call + 2 deliveries)",
+            true,
         ),
         (
             "W1",
             "open_cpu_per_stream",
             "floor_open_us",
             "WatchJob open (snapshot included)",
+            false,
         ),
         (
             "W1",
             "create_cpu_per_job",
             "floor_create_us",
             "CreateJob (W1 set-up)",
+            true,
         ),
         (
             "W4",
             "server_cpu_per_call",
             "floor_call_us",
             "W4 MarkComplete",
+            true,
         ),
         (
             "W4",
             "create_cpu_per_job",
             "floor_create_us",
             "CreateJob (W4 set-up)",
+            true,
         ),
     ];
     let mut lines = Vec::new();
-    for (workload, cpu, floor, name) in OPS {
+    for (workload, cpu, floor, name, hands_off) in OPS {
         for real in rows
             .iter()
             .filter(|r| r.workload == workload && r.target == Target::Real && r.ok)
@@ -308,6 +320,12 @@ pub fn durable_floor(rows: &[Row]) -> Vec<FloorLine> {
             };
             let ratio = |d: Option<f64>| d.filter(|d| *d > 0.0).map(|d| real_us / d);
             let real_over_floor = ratio(durable_floor_us);
+            let hand_off_us = find(rows, workload, real.size, Target::HandOff)
+                .filter(|h| h.ok && hands_off)
+                .and_then(|h| h.metric(cpu))
+                .zip(bare_us)
+                .map(|(h, b)| h - b);
+            let with_hand_off = durable_floor_us.zip(hand_off_us).map(|(f, h)| f + h);
             let size = match workload {
                 "W1" => format!(", J={}", real.size),
                 _ => String::new(),
@@ -326,6 +344,8 @@ pub fn durable_floor(rows: &[Row]) -> Vec<FloorLine> {
                 durable_floor_us,
                 real_over_bare: ratio(bare_us),
                 real_over_floor,
+                hand_off_us,
+                real_over_floor_with_hand_off: ratio(with_hand_off),
                 db_real_us,
                 db_floor_us,
                 met: real_over_floor
@@ -354,6 +374,7 @@ pub fn floor_table(lines: &[FloorLine]) -> String {
     );
     let opt = |v: Option<f64>| v.map(fmt_value).unwrap_or_else(|| "-".into());
     let times = |v: Option<f64>| v.map(|r| format!("{r:.2}x")).unwrap_or_else(|| "-".into());
+    let hand_off = lines.iter().any(|l| l.hand_off_us.is_some());
     for l in lines.iter() {
         let _ = writeln!(
             out,
@@ -371,6 +392,27 @@ pub fn floor_table(lines: &[FloorLine]) -> String {
                 None => "-",
             }
         );
+    }
+    if hand_off {
+        let _ = writeln!(
+            out,
+            "\nBeside the floor: the hand-off to a writer thread and back (bare server with --hand-off less bare), µs"
+        );
+        let _ = writeln!(
+            out,
+            "  {:<48} {:>8} {:>8} {:>16}",
+            "operation", "real", "hand-off", "real/(floor+h)"
+        );
+        for l in lines.iter().filter(|l| l.hand_off_us.is_some()) {
+            let _ = writeln!(
+                out,
+                "  {:<48} {:>8} {:>8} {:>16}",
+                l.operation,
+                fmt_value(l.real_us),
+                opt(l.hand_off_us),
+                times(l.real_over_floor_with_hand_off)
+            );
+        }
     }
     if lines
         .iter()
@@ -409,6 +451,7 @@ pub fn table(rows: &[Row], checks: &[TargetCheck]) -> String {
     for (workload, size) in groups {
         let real = find(rows, workload, size, Target::Real);
         let bare = find(rows, workload, size, Target::Bare);
+        let hand_off = find(rows, workload, size, Target::HandOff);
         let size_name = match workload {
             "W1" => "J",
             "W2" => "W",
@@ -422,9 +465,12 @@ pub fn table(rows: &[Row], checks: &[TargetCheck]) -> String {
         };
         let _ = writeln!(
             out,
-            "\n{workload} {size_name}={size}   (real: {}, bare: {})",
+            "\n{workload} {size_name}={size}   (real: {}, bare: {}{})",
             status(real),
-            status(bare)
+            status(bare),
+            hand_off
+                .map(|h| format!(", hand-off: {}", status(Some(h))))
+                .unwrap_or_default()
         );
         let _ = writeln!(
             out,
@@ -453,7 +499,7 @@ pub fn table(rows: &[Row], checks: &[TargetCheck]) -> String {
                 ratio
             );
         }
-        for r in [real, bare].into_iter().flatten() {
+        for r in [real, bare, hand_off].into_iter().flatten() {
             for n in &r.notes {
                 let _ = writeln!(out, "  note ({}): {n}", r.target.name());
             }
@@ -677,5 +723,36 @@ mod tests {
         let rows = medians(&runs[..4]);
         assert_eq!(rows[0].metric("server_cpu_per_call"), Some(11.5));
         assert_eq!(rows[1].metric("server_cpu_per_call"), Some(35.5));
+    }
+
+    /// The hand-off stands beside the floor for changes only: bare with
+    /// the hand-off less bare, and real ÷ (floor + hand-off); the floor and
+    /// its verdict do not move.
+    #[test]
+    fn the_hand_off_is_set_beside_the_floor_of_changes() {
+        let mut real = run(Target::Real, 30.0, true);
+        real.put("floor_call_us", "us", 12.0);
+        real.put("create_cpu_per_job", "us", 26.0);
+        real.put("floor_create_us", "us", 10.0);
+        let mut bare = run(Target::Bare, 11.0, true);
+        bare.put("create_cpu_per_job", "us", 12.0);
+        let mut hand_off = run(Target::HandOff, 14.0, true);
+        hand_off.put("create_cpu_per_job", "us", 16.0);
+        let lines = durable_floor(&[bare.clone(), hand_off, real.clone()]);
+        let call = &lines[0];
+        assert_eq!(call.durable_floor_us, Some(23.0));
+        assert_eq!(call.hand_off_us, Some(3.0));
+        assert_eq!(call.real_over_floor_with_hand_off, Some(30.0 / 26.0));
+        assert_eq!(
+            call.met,
+            Some(false),
+            "30 / 23 is over 1.3 whatever the hand-off"
+        );
+        assert_eq!(lines[1].hand_off_us, Some(4.0));
+        // Without a hand-off run there is nothing beside the floor.
+        let lines = durable_floor(&[bare, real]);
+        assert_eq!(lines[0].hand_off_us, None);
+        assert_eq!(lines[0].real_over_floor_with_hand_off, None);
+        assert!(!floor_table(&lines).contains("hand-off"));
     }
 }
