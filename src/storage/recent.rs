@@ -34,17 +34,6 @@ struct Recent {
     epoch: u64,
 }
 
-impl Recent {
-    /// Counts an eviction, which voids reads in flight: one of them could
-    /// bring back a state older than one the writer stored and that has
-    /// just left.
-    fn evicted(&mut self, evicted: bool) {
-        if evicted {
-            self.epoch += 1;
-        }
-    }
-}
-
 impl RecentJobs {
     /// A cache of at most `capacity` jobs (0 keeps nothing).
     pub(super) fn new(capacity: usize) -> Self {
@@ -83,7 +72,12 @@ impl RecentJobs {
             return;
         }
         let evicted = g.jobs.insert(job.id, job.clone());
-        g.evicted(evicted.is_some());
+        if evicted.is_some() {
+            // An eviction voids reads in flight: one of them could bring
+            // back a state older than one the writer stored and that has
+            // just left. (A commit bumps the epoch anyway.)
+            g.epoch += 1;
+        }
         drop(g);
         drop(evicted);
     }
