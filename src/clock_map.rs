@@ -1,30 +1,40 @@
 //! A bounded map with second-chance ("clock") eviction, the one both
 //! in-memory caches use (verified tokens, SQLite's recent jobs). Entries
-//! sit on a ring in the order they arrived; a lookup marks its entry used.
-//! When a new entry needs room, the hand walks the ring: a used entry loses
-//! its mark and stays, the first unused one leaves. So the map never holds
-//! more than its capacity, every entry it holds can be found (any number
-//! of lookups, in any order, move nothing and drop nothing), an entry in
-//! use stays however many new ones arrive, and room is made one entry at a
-//! time. No locking here: callers hold their own.
+//! sit in a ring of slots; a lookup marks its entry used. When a new entry
+//! needs room, the hand walks the ring: a used entry loses its mark and
+//! stays, the first unused one leaves and the new entry takes its slot. So
+//! the map never holds more than its capacity, every entry it holds can be
+//! found (any number of lookups, in any order, move nothing and drop
+//! nothing), an entry in use stays however many new ones arrive, and room
+//! is made one entry at a time.
+//!
+//! The hash index maps a key to its slot and nothing more: the entries
+//! themselves sit in one array the hand walks in order, so making room
+//! touches the index twice (the key that leaves, the key that comes)
+//! however far the hand goes. No locking here: callers hold their own.
 
 use std::borrow::Borrow;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::Hash;
 
 #[derive(Debug)]
 pub(crate) struct ClockMap<K, V> {
     /// Entries at most; 0 keeps nothing.
     capacity: usize,
-    entries: HashMap<K, Slot<V>>,
-    /// The ring, the hand at its front. It may still name keys removed
-    /// since (the hand skips them), so it is rebuilt when it grows past
-    /// twice the capacity.
-    ring: VecDeque<K>,
+    /// Each key's slot.
+    index: HashMap<K, usize>,
+    /// The ring. Never longer than the capacity; `None` is a slot a
+    /// removal emptied, listed in `free`.
+    slots: Vec<Option<Slot<K, V>>>,
+    /// Emptied slots, filled again before the ring grows.
+    free: Vec<usize>,
+    /// The slot the hand looks at next.
+    hand: usize,
 }
 
 #[derive(Debug)]
-struct Slot<V> {
+struct Slot<K, V> {
+    key: K,
     value: V,
     /// Looked up since the hand last passed.
     used: bool,
@@ -35,8 +45,10 @@ impl<K: Hash + Eq + Clone, V> ClockMap<K, V> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            entries: HashMap::new(),
-            ring: VecDeque::new(),
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            hand: 0,
         }
     }
 
@@ -51,7 +63,7 @@ impl<K: Hash + Eq + Clone, V> ClockMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let slot = self.entries.get_mut(key)?;
+        let slot = self.slots.get_mut(*self.index.get(key)?)?.as_mut()?;
         slot.used = true;
         Some(&slot.value)
     }
@@ -63,47 +75,75 @@ impl<K: Hash + Eq + Clone, V> ClockMap<K, V> {
         if !self.keeps() {
             return None;
         }
-        if let Some(slot) = self.entries.get_mut(&key) {
+        if let Some(&at) = self.index.get(&key)
+            && let Some(Some(slot)) = self.slots.get_mut(at)
+        {
             slot.value = value;
             slot.used = true;
             return None;
         }
-        let evicted = if self.entries.len() >= self.capacity {
-            self.evict()
+        let (at, evicted) = if self.index.len() < self.capacity {
+            (self.empty_slot(), None)
         } else {
-            None
+            self.evict()
         };
-        self.ring.push_back(key.clone());
-        self.entries.insert(key, Slot { value, used: false });
-        if self.ring.len() > self.capacity.saturating_mul(2) {
-            // Removed keys pile up on the ring only while nothing needs
-            // room; start it over from what is here (in no particular
-            // order: it is rare, and every entry keeps its mark).
-            self.ring = self.entries.keys().cloned().collect();
+        self.index.insert(key.clone(), at);
+        if let Some(slot) = self.slots.get_mut(at) {
+            *slot = Some(Slot {
+                key,
+                value,
+                used: false,
+            });
         }
         evicted
     }
 
-    /// Walks the hand to the first unused entry and takes it out.
-    fn evict(&mut self) -> Option<(K, V)> {
-        // Each step drops a stale key, clears a mark or evicts, and every
-        // entry is on the ring, so this ends within two turns of it.
-        while let Some(key) = self.ring.pop_front() {
-            match self.entries.get_mut(&key) {
-                None => {}
-                Some(slot) if slot.used => {
-                    slot.used = false;
-                    self.ring.push_back(key);
-                }
+    /// A slot nobody holds, for a map with room: one a removal emptied, or
+    /// a new one at the end of the ring.
+    fn empty_slot(&mut self) -> usize {
+        if let Some(at) = self.free.pop() {
+            return at;
+        }
+        if self.slots.len() == self.slots.capacity() {
+            // Grow as a vector does, but never past the map's capacity.
+            let room = self.slots.len().max(4);
+            self.slots
+                .reserve_exact(room.min(self.capacity - self.slots.len()));
+        }
+        self.slots.push(None);
+        self.slots.len() - 1
+    }
+
+    /// Walks the hand to the first unused entry and takes it out of a full
+    /// map: its slot, and what it held.
+    fn evict(&mut self) -> (usize, Option<(K, V)>) {
+        // A full map has every slot taken (none free, none beyond the
+        // capacity), and the hand clears each mark it passes, so this ends
+        // within two turns of the ring.
+        loop {
+            if self.hand >= self.slots.len() {
+                self.hand = 0;
+            }
+            let at = self.hand;
+            self.hand += 1;
+            let Some(taken) = self.slots.get_mut(at) else {
+                return (self.empty_slot(), None);
+            };
+            match taken {
+                Some(slot) if slot.used => slot.used = false,
                 Some(_) => {
-                    return self
-                        .entries
-                        .remove_entry(&key)
-                        .map(|(key, slot)| (key, slot.value));
+                    let left = taken.take().map(|slot| {
+                        self.index.remove(&slot.key);
+                        (slot.key, slot.value)
+                    });
+                    return (at, left);
+                }
+                None => {
+                    self.free.retain(|&free| free != at);
+                    return (at, None);
                 }
             }
         }
-        None
     }
 
     pub(crate) fn remove<Q>(&mut self, key: &Q)
@@ -111,7 +151,12 @@ impl<K: Hash + Eq + Clone, V> ClockMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.entries.remove(key);
+        if let Some(at) = self.index.remove(key)
+            && let Some(slot) = self.slots.get_mut(at)
+        {
+            *slot = None;
+            self.free.push(at);
+        }
     }
 
     pub(crate) fn contains_key<Q>(&self, key: &Q) -> bool
@@ -119,11 +164,11 @@ impl<K: Hash + Eq + Clone, V> ClockMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.entries.contains_key(key)
+        self.index.contains_key(key)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
     }
 }
 
@@ -191,14 +236,19 @@ mod tests {
     }
 
     /// Removing and storing the same keys again and again, with the map
-    /// never full, does not grow the ring without bound.
+    /// never full, reuses the emptied slots: the ring stays within the
+    /// capacity, and a full map still makes room one entry at a time.
     #[test]
     fn the_ring_stays_bounded_when_keys_come_and_go() {
         let mut map = ClockMap::new(8);
         for n in 0..10_000u32 {
             map.insert(n % 3, n);
             map.remove(&(n % 3));
-            assert!(map.ring.len() <= 16, "{} keys on the ring", map.ring.len());
+            assert!(
+                map.slots.len() <= 3,
+                "{} slots on the ring",
+                map.slots.len()
+            );
         }
         for n in 0..8u32 {
             map.insert(n, n);
@@ -207,6 +257,12 @@ mod tests {
             assert!(map.insert(n, n).is_some(), "a full map made room for {n}");
             assert_eq!(map.len(), 8);
         }
+        assert_eq!(map.slots.len(), 8);
+        assert!(
+            map.slots.capacity() <= 8,
+            "{} slots reserved",
+            map.slots.capacity()
+        );
     }
 
     #[test]
