@@ -21,7 +21,8 @@
 //!   limits, the edge layer (tokens, anonymous calls, deadlines), services,
 //!   health, reflection, and the one place errors become statuses.
 //! - [`config`], [`telemetry`], [`app`]: flags, logging, wiring; `clock_map`:
-//!   the bounded second-chance map both in-memory caches use.
+//!   the bounded second-chance map both in-memory caches use; `rfc3339`:
+//!   timestamps as the text every backend stores.
 
 pub mod app;
 pub mod auth;
@@ -34,5 +35,6 @@ pub mod grpc;
 pub mod hub;
 pub mod jobs;
 pub mod my_jobs;
+mod rfc3339;
 pub mod storage;
 pub mod telemetry;

@@ -246,7 +246,9 @@ pub struct Job {
     pub cancel_reason: Option<Reason>,
     /// Revision of the last event applied; 1 right after creation.
     pub revision: i64,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::rfc3339::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 

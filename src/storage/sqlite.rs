@@ -19,7 +19,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection as _};
@@ -35,6 +35,7 @@ use super::readers::{Readers, Refused};
 use super::recent::RecentJobs;
 use super::{Outcome, StorageError, StoreOptions};
 use crate::domain::{Event, Job, JobId, Request};
+use crate::rfc3339::{Offset, Rfc3339};
 use crate::telemetry::metrics as m;
 
 /// The size of the health probe's write while writes fail: about what a
@@ -359,8 +360,8 @@ impl From<rusqlite::Error> for StorageError {
 
 /// Timestamps as sqlx writes them to SQLite (RFC 3339, `+00:00`), so a
 /// database written by either reads the same and `updated_at` sorts as text.
-fn encode_time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::AutoSi, false)
+fn encode_time(at: DateTime<Utc>) -> Rfc3339 {
+    Rfc3339::new(at, Offset::Colon)
 }
 
 fn text<'r>(row: &'r rusqlite::Row<'_>, column: usize) -> Result<&'r str, StorageError> {
@@ -587,6 +588,8 @@ fn write_changes(conn: &Connection, changes: &[Event]) -> Result<(), StorageErro
     )?;
     for event in changes {
         let job = &event.job;
+        // The event's time is the job's `updated_at`: written once, bound twice.
+        let updated_at = encode_time(job.updated_at);
         let job_row = if job.revision == 1 {
             &mut new_row
         } else {
@@ -602,8 +605,8 @@ fn write_changes(conn: &Connection, changes: &[Event]) -> Result<(), StorageErro
             job.change_request_reason.as_ref().map(|r| r.as_str()),
             job.cancel_reason.as_ref().map(|r| r.as_str()),
             job.revision,
-            encode_time(job.created_at),
-            encode_time(job.updated_at),
+            encode_time(job.created_at).as_str(),
+            updated_at.as_str(),
         ])?;
         if written != 1 {
             return Err(StorageError::Internal(format!(
@@ -619,7 +622,7 @@ fn write_changes(conn: &Connection, changes: &[Event]) -> Result<(), StorageErro
             codec::role_str(event.actor_role),
             event.request_id.as_ref().map(|r| r.as_str()),
             codec::encode_event(event)?,
-            encode_time(event.at()),
+            updated_at.as_str(),
         ])?;
     }
     Ok(())
@@ -980,11 +983,11 @@ mod tests {
         let at = DateTime::parse_from_rfc3339("2026-03-04T05:06:07.123456Z")
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(encode_time(at), "2026-03-04T05:06:07.123456+00:00");
+        assert_eq!(encode_time(at).as_str(), "2026-03-04T05:06:07.123456+00:00");
         let whole = DateTime::parse_from_rfc3339("2026-03-04T05:06:07Z")
             .unwrap()
             .with_timezone(&Utc);
-        assert_eq!(encode_time(whole), "2026-03-04T05:06:07+00:00");
+        assert_eq!(encode_time(whole).as_str(), "2026-03-04T05:06:07+00:00");
     }
 
     /// SQLite is compiled as `.cargo/config.toml` asks: without memory
