@@ -34,8 +34,12 @@ impl Rfc3339 {
             bytes: [0; Self::MAX],
             len: 0,
         };
-        let nanos = at.nanosecond();
-        let year = at.year();
+        // The fields of the naive time: a `DateTime` works each one out
+        // through its offset anew.
+        let naive = at.naive_utc();
+        let (date, time) = (naive.date(), naive.time());
+        let nanos = time.nanosecond();
+        let year = date.year();
         if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
             text.push(chrono_text(at, offset).as_bytes());
             return text;
@@ -44,15 +48,15 @@ impl Rfc3339 {
         text.digits(year / 100, 2);
         text.digits(year % 100, 2);
         text.push(b"-");
-        text.digits(at.month(), 2);
+        text.digits(date.month(), 2);
         text.push(b"-");
-        text.digits(at.day(), 2);
+        text.digits(date.day(), 2);
         text.push(b"T");
-        text.digits(at.hour(), 2);
+        text.digits(time.hour(), 2);
         text.push(b":");
-        text.digits(at.minute(), 2);
+        text.digits(time.minute(), 2);
         text.push(b":");
-        text.digits(at.second(), 2);
+        text.digits(time.second(), 2);
         if nanos != 0 {
             text.push(b".");
             if nanos.is_multiple_of(1_000_000) {
