@@ -52,6 +52,11 @@ impl<K: Hash + Eq + Clone, V> ClockMap<K, V> {
         }
     }
 
+    /// Entries at most.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Whether this map keeps anything at all.
     pub(crate) fn keeps(&self) -> bool {
         self.capacity > 0

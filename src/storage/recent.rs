@@ -3,7 +3,9 @@
 //!
 //! Only the SQLite writer, which alone changes the file, says what is
 //! current: after each commit it stores the batch's jobs as committed, and
-//! after a failed one it forgets them. A read from the file may fill a
+//! after a failed one it forgets them; it also decides its batches from
+//! what is here. Should another connection ever commit to the file, the
+//! writer sees the file's data version move and everything here goes. A read from the file may fill a
 //! missing entry, but only if no commit and no eviction happened while it
 //! read, so an entry is never older than the file. This must never hold a
 //! state that was not committed, nor serve one after a newer commit's
@@ -32,6 +34,10 @@ struct Recent {
     jobs: ClockMap<JobId, Job>,
     /// Bumped by every commit, failed commit and eviction.
     epoch: u64,
+    /// The file's `PRAGMA data_version` as the writer last saw it.
+    file_version: Option<i64>,
+    /// Whether another connection's commit was seen (and logged) yet.
+    foreign_writer_seen: bool,
 }
 
 impl RecentJobs {
@@ -41,6 +47,8 @@ impl RecentJobs {
             inner: Mutex::new(Recent {
                 jobs: ClockMap::new(capacity),
                 epoch: 0,
+                file_version: None,
+                foreign_writer_seen: false,
             }),
         }
     }
@@ -102,6 +110,31 @@ impl RecentJobs {
         for id in ids {
             g.jobs.remove(&id);
         }
+    }
+
+    /// The writer's word as its transaction begins: the file's data
+    /// version, which moves only when another connection commits. If it
+    /// moved, something other than the writer changed the file, and
+    /// everything here may be older than it: all of it goes.
+    pub(super) fn file_version(&self, version: i64) {
+        let mut g = self.lock();
+        let moved = g.file_version.is_some_and(|seen| seen != version);
+        g.file_version = Some(version);
+        if !moved {
+            return;
+        }
+        if !g.foreign_writer_seen {
+            g.foreign_writer_seen = true;
+            tracing::warn!(
+                "another connection changed the SQLite file: jobs in memory are dropped \
+                 whenever it does (run one jobstatus process per file)"
+            );
+        }
+        g.epoch += 1;
+        let capacity = g.jobs.capacity();
+        let dropped = std::mem::replace(&mut g.jobs, ClockMap::new(capacity));
+        drop(g);
+        drop(dropped);
     }
 
     /// Jobs held now.
@@ -174,6 +207,27 @@ mod tests {
         cache.forget([id(9)]);
         cache.fill(before, &job(3, 1));
         assert!(cache.get(id(3)).is_none());
+    }
+
+    #[test]
+    fn another_connections_commit_empties_memory() {
+        let cache = RecentJobs::new(8);
+        cache.file_version(5);
+        cache.committed([&job(1, 1)]);
+        cache.file_version(5);
+        assert!(
+            cache.get(id(1)).is_some(),
+            "the writer's own commits move nothing"
+        );
+        let before = cache.epoch();
+        cache.file_version(6);
+        assert!(
+            cache.get(id(1)).is_none(),
+            "memory may be older than the file"
+        );
+        cache.fill(before, &job(2, 1));
+        assert!(cache.get(id(2)).is_none(), "a read in flight may be too");
+        assert_eq!(cache.len(), 0);
     }
 
     #[test]

@@ -500,7 +500,7 @@ impl CommitBatch for Writer {
     ) -> impl Future<Output = Result<Vec<Result<Outcome, StorageError>>, StorageError>> + Send {
         // Memory is told before anyone is answered, so that no watch opened
         // after an answer starts from an older state.
-        let committed = match commit_jobs(&mut self.conn, requests) {
+        let committed = match commit_jobs(&mut self.conn, Some(&self.recent), requests) {
             Ok((results, jobs)) => {
                 self.recent.committed(jobs.values());
                 Ok(results)
@@ -521,10 +521,19 @@ impl CommitBatch for Writer {
 /// every request's result and the batch's jobs as committed.
 fn commit_jobs(
     conn: &mut Connection,
+    recent: Option<&RecentJobs>,
     requests: &[Request],
 ) -> Result<(Vec<Result<Outcome, StorageError>>, BatchJobs), StorageError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (mut jobs, mut answered) = read_batch(&tx, requests)?;
+    if let Some(recent) = recent {
+        // Changes only when another connection (another process, which
+        // nothing should be) committed: then memory may be behind the file.
+        let version = tx
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |row| row.get(0))?;
+        recent.file_version(version);
+    }
+    let (mut jobs, mut answered) = read_batch(&tx, recent, requests)?;
     let (results, changes) = decide_all(&mut jobs, &mut answered, requests);
     write_changes(&tx, &changes)?;
     tx.commit()?;
@@ -534,8 +543,13 @@ fn commit_jobs(
 /// Reads, inside the batch's transaction, every job `requests` touch and
 /// every committed event that already used one of their request ids (the
 /// unique index on (actor_id, request_id) serves it).
+///
+/// With `recent`, a job this writer committed or a reader read lately comes
+/// from memory: under the write lock it is the file's newest state (see
+/// [`RecentJobs`]), and deciding from it is deciding from the file.
 fn read_batch(
     conn: &Connection,
+    recent: Option<&RecentJobs>,
     requests: &[Request],
 ) -> Result<(BatchJobs, Answered), StorageError> {
     let mut jobs = BatchJobs::with_capacity(requests.len());
@@ -544,7 +558,10 @@ fn read_batch(
         .prepare_cached("SELECT payload FROM job_events WHERE actor_id = ?1 AND request_id = ?2")?;
     for request in requests {
         if !jobs.contains_key(&request.job_id)
-            && let Some(job) = get_job(conn, request.job_id)?
+            && let Some(job) = match recent.and_then(|recent| recent.get(request.job_id)) {
+                Some(job) => Some(job),
+                None => get_job(conn, request.job_id)?,
+            }
         {
             jobs.insert(job.id, job);
         }
@@ -637,7 +654,7 @@ mod tests {
         conn: &mut Connection,
         requests: &[Request],
     ) -> Result<Vec<Result<Outcome, StorageError>>, StorageError> {
-        commit_jobs(conn, requests).map(|(results, _)| results)
+        commit_jobs(conn, None, requests).map(|(results, _)| results)
     }
 
     /// A migrated file and the writer's kind of connection to it.
@@ -864,18 +881,25 @@ mod tests {
         .unwrap();
     }
 
+    /// A writer on a migrated file that remembers 16 jobs, with job 7
+    /// created.
+    async fn writer_with_job(dir: &tempfile::TempDir) -> (Writer, Arc<RecentJobs>) {
+        let recent = Arc::new(RecentJobs::new(16));
+        let mut writer = Writer {
+            conn: migrated(dir).await,
+            recent: recent.clone(),
+        };
+        writer.commit(&[create()]).await.unwrap();
+        (writer, recent)
+    }
+
     /// Memory holds what the writer committed, and a failed batch's jobs
     /// leave it (a failed COMMIT may still have reached the disk).
     #[tokio::test]
     async fn the_writer_keeps_memory_to_what_it_committed() {
         let dir = tempfile::tempdir().unwrap();
-        let recent = Arc::new(RecentJobs::new(16));
-        let mut writer = Writer {
-            conn: migrated(&dir).await,
-            recent: recent.clone(),
-        };
+        let (mut writer, recent) = writer_with_job(&dir).await;
         let id = JobId::new(7).unwrap();
-        writer.commit(&[create()]).await.unwrap();
         assert_eq!(recent.get(id).map(|j| j.revision), Some(1));
         // Revision 2 already taken: the batch fails.
         take_revision_2(&writer.conn);
@@ -891,6 +915,60 @@ mod tests {
             .unwrap();
         writer.commit(&[mark]).await.unwrap();
         assert_eq!(recent.get(id).map(|j| j.revision), Some(2));
+    }
+
+    /// The writer decides from what it remembers, which is the file's
+    /// newest state as long as it alone writes the file. If another
+    /// connection commits (another process on the same file, which nobody
+    /// should run), the file's data version moves and the writer drops
+    /// what it remembers before it decides.
+    #[tokio::test]
+    async fn the_writer_decides_from_the_file_after_another_connection_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut writer, recent) = writer_with_job(&dir).await;
+        let id = JobId::new(7).unwrap();
+        let mark = request(user("bob"), Command::MarkComplete, None);
+        writer.commit(&[mark]).await.unwrap();
+        assert_eq!(recent.get(id).map(|j| j.revision), Some(2));
+
+        // Another writer approves the job: revision 3, no longer awaiting
+        // approval, which the writer's memory does not know.
+        let mut other = open(
+            &dir.path().join("batch.db"),
+            Access::Write,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let approve = request(
+            user("alice"),
+            Command::ApproveCompletion {
+                method: PaymentMethod::Cash,
+            },
+            None,
+        );
+        let approved = commit_jobs(&mut other, None, &[approve]).unwrap().0;
+        assert_eq!(changed(&approved[0]).revision(), 3);
+
+        // Asking for changes now must be refused against revision 3, not
+        // decided against the remembered revision 2.
+        let changes = request(
+            user("alice"),
+            Command::RequestChanges {
+                reason: crate::domain::Reason::parse("reason", "more").unwrap(),
+            },
+            None,
+        );
+        let results = writer
+            .commit(&[changes])
+            .await
+            .expect("decided against a job older than the file");
+        assert!(
+            matches!(results[0], Err(StorageError::Rejected(_))),
+            "{:?}",
+            results[0]
+        );
+        assert_eq!(stored_revisions(&writer.conn), (3, vec![1, 2, 3]));
+        assert_eq!(recent.get(id).map(|j| j.revision), Some(3));
     }
 
     /// A job the store wrote is answered from memory (shown here by
