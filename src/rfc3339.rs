@@ -19,15 +19,16 @@ pub(crate) enum Offset {
 }
 
 /// One timestamp's text, on the stack.
-#[derive(Clone, Copy)]
 pub(crate) struct Rfc3339 {
     bytes: [u8; Self::MAX],
     len: usize,
 }
 
 impl Rfc3339 {
-    /// `9999-12-31T23:59:59.999999999+00:00`.
-    const MAX: usize = 35;
+    /// The longest text chrono writes for a time it can hold, which the
+    /// fallback may hand over: `-262144-12-31T23:59:60.999999999+00:00`
+    /// (a leap second in its earliest year), 38 bytes.
+    const MAX: usize = 38;
 
     pub(crate) fn new(at: DateTime<Utc>, offset: Offset) -> Self {
         let mut text = Self {
@@ -104,12 +105,6 @@ fn chrono_text(at: DateTime<Utc>, offset: Offset) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, offset == Offset::Z)
 }
 
-impl fmt::Display for Rfc3339 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 impl fmt::Debug for Rfc3339 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
@@ -180,6 +175,16 @@ mod tests {
         ] {
             both(Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap());
         }
+        // The extremes chrono can hold, at full precision: longer than any
+        // text written here, so they come whole from chrono.
+        for extreme in [chrono::NaiveDateTime::MIN, chrono::NaiveDateTime::MAX] {
+            both(extreme.and_utc());
+        }
+        let earliest_leap = chrono::NaiveDate::MIN
+            .and_hms_nano_opt(23, 59, 59, 1_999_999_999)
+            .unwrap()
+            .and_utc();
+        both(earliest_leap);
         // A leap second (nanoseconds past a billion).
         let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
             .unwrap()

@@ -5,9 +5,10 @@
 //! current: after each commit it stores the batch's jobs as committed, and
 //! after a failed one it forgets them; it also decides its batches from
 //! what is here. Should another connection ever commit to the file, the
-//! writer sees the file's data version move and everything here goes. A read from the file may fill a
-//! missing entry, but only if no commit and no eviction happened while it
-//! read, so an entry is never older than the file. This must never hold a
+//! writer sees the file's data version move and everything here goes. A
+//! read from the file may fill a missing entry, but only if no commit and
+//! no eviction happened while it read, so an entry is never older than the
+//! file. This must never hold a
 //! state that was not committed, nor serve one after a newer commit's
 //! answer has gone out (the writer updates it before it answers, and
 //! events are published after the answer).
