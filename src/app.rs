@@ -76,7 +76,15 @@ impl App {
     /// Opens the database (running migrations) and binds the listener, so
     /// that when this returns the service accepts connections.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
-        let store = Store::connect(&settings.database_url, &settings.store).await?;
+        // The store's writers publish what they commit themselves, so that
+        // a change whose caller has gone still reaches its watchers.
+        let hub = Hub::new(settings.watch_buffer);
+        let store = Store::connect(
+            &settings.database_url,
+            &settings.store,
+            Arc::new(hub.clone()),
+        )
+        .await?;
         // The metrics endpoint is bound before the service's port, so that
         // anything that waits for the service to accept (an orchestrator's
         // probe, a test) finds its metrics there too.
@@ -103,7 +111,6 @@ impl App {
             source,
         })?;
         let shutdown = CancellationToken::new();
-        let hub = Hub::new(settings.watch_buffer);
         let jobs = Jobs::new(store.clone(), hub, shutdown.clone(), settings.heartbeat);
         Ok(Self {
             listener,

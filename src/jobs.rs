@@ -106,30 +106,17 @@ impl Jobs {
         self.inner.heartbeat
     }
 
-    /// Runs a command; publishes its event after the commit. Returns the job
-    /// as the command left it (for a replayed request id: as the original
-    /// request left it).
+    /// Runs a command. Returns the job as the command left it (for a
+    /// replayed request id: as the original request left it).
     ///
-    /// Runs in its own task: if the caller goes away (deadline, reset) while
-    /// the change is being committed, the commit still happens, so the
-    /// publish must happen too, or watchers would not hear of a change that
-    /// stands.
+    /// The store's writer publishes the change as it commits it, so a
+    /// caller that goes away (deadline, reset) while it is being committed
+    /// takes nothing from its watchers.
     pub async fn execute(&self, request: Request) -> Result<Job, AppError> {
-        let this = self.clone();
-        tokio::spawn(async move { this.execute_and_publish(request).await })
-            .await
-            .map_err(|e| AppError::Internal(format!("command task failed: {e}")))?
-    }
-
-    async fn execute_and_publish(&self, request: Request) -> Result<Job, AppError> {
         let command = request.command.clone();
         let (job_id, request_id) = (request.job_id, request.request_id.clone());
         match self.inner.store.execute(request).await? {
-            Outcome::Changed(event) => {
-                let job = event.job.clone();
-                self.inner.hub.publish(Arc::new(event));
-                Ok(job)
-            }
+            Outcome::Changed(event) => Ok(event.job.clone()),
             Outcome::Unchanged(job) => Ok(job),
             Outcome::Replayed(event)
                 if event.job_id() == job_id && command.is_answered_by(&event) =>
@@ -422,10 +409,10 @@ mod tests {
     async fn idle_watch_streams_stay_small() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("size.db").display());
-        let store = Store::connect(&url, &StoreOptions::default())
+        let hub = Hub::new(16);
+        let store = Store::connect(&url, &StoreOptions::default(), Arc::new(hub.clone()))
             .await
             .unwrap();
-        let hub = Hub::new(16);
         let jobs = Jobs::new(
             store,
             hub,

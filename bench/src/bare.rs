@@ -5,9 +5,9 @@
 //!
 //! With `--hand-off` it also hands each CreateJob, MarkComplete and
 //! ApproveCompletion to a thread of its own and waits for the answer, as
-//! jobstatus hands a change to its SQLite writer (a task per command, a
-//! deadline, a queue the thread drains in batches, an answer channel), but
-//! does the same in-memory work there: what that hand-off costs, apart
+//! jobstatus hands a change to its SQLite writer (a deadline, a queue the
+//! thread drains in batches, an answer channel, the publish on that
+//! thread), but does the same in-memory work there: what that hand-off costs, apart
 //! from storage.
 
 use std::collections::HashMap;
@@ -83,34 +83,30 @@ fn now() -> prost_types::Timestamp {
 }
 
 impl Bare {
-    /// Runs a change here, or, with `--hand-off`, on the hand-off thread,
-    /// in a task of its own (so that it finishes if the caller goes away)
-    /// with a deadline for queueing and answering together.
+    /// Runs a change here, or, with `--hand-off`, on the hand-off thread
+    /// (which publishes it, so that it is published even if the caller
+    /// goes away) with a deadline for queueing and answering together.
     async fn change<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Bare) -> Result<T, Status> + Send + 'static,
     ) -> Result<T, Status> {
-        let Some(queue) = self.hand_off.clone() else {
+        let Some(queue) = &self.hand_off else {
             return work(self);
         };
         let this = self.clone();
-        tokio::spawn(async move {
-            let (reply, answer) = oneshot::channel();
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-            let change: Work = Box::new(move || {
-                let _ = reply.send(work(&this));
-            });
-            tokio::time::timeout_at(deadline, queue.send(change))
-                .await
-                .map_err(|_| Status::unavailable("hand-off queue full"))?
-                .map_err(|_| Status::unavailable("hand-off thread gone"))?;
-            tokio::time::timeout_at(deadline, answer)
-                .await
-                .map_err(|_| Status::unavailable("no answer from the hand-off thread"))?
-                .map_err(|_| Status::unavailable("hand-off thread gone"))?
-        })
-        .await
-        .map_err(|e| Status::internal(format!("change task failed: {e}")))?
+        let (reply, answer) = oneshot::channel();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        let change: Work = Box::new(move || {
+            let _ = reply.send(work(&this));
+        });
+        tokio::time::timeout_at(deadline, queue.send(change))
+            .await
+            .map_err(|_| Status::unavailable("hand-off queue full"))?
+            .map_err(|_| Status::unavailable("hand-off thread gone"))?;
+        tokio::time::timeout_at(deadline, answer)
+            .await
+            .map_err(|_| Status::unavailable("no answer from the hand-off thread"))?
+            .map_err(|_| Status::unavailable("hand-off thread gone"))?
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<i64, Entry>>, Status> {

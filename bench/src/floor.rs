@@ -22,13 +22,14 @@
 
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
 
 use jobstatus::domain::{Caller, Command, JobId, Request, ServiceId, UserId};
+use jobstatus::hub::Hub;
 use jobstatus::storage::{Store, StoreOptions};
 
 use crate::harness::proc_cpu_secs;
@@ -153,7 +154,9 @@ pub(crate) fn prepare(url: &str, id: i64) -> Result<(), String> {
         .build()
         .map_err(|e| format!("runtime: {e}"))?;
     runtime.block_on(async {
-        let store = Store::connect(url, &StoreOptions::default())
+        // Nobody watches this store: its hub only receives the template's events.
+        let hub = Arc::new(Hub::new(1));
+        let store = Store::connect(url, &StoreOptions::default(), hub)
             .await
             .map_err(|e| format!("cannot create {url}: {e}"))?;
         let job_id = JobId::new(id).map_err(|e| e.to_string())?;

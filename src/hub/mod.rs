@@ -21,6 +21,7 @@ use tokio::sync::broadcast;
 
 use crate::domain::{Event, JobId};
 use crate::my_jobs::fanout::UserHub;
+use crate::storage::Committed;
 
 /// Events are shared, not copied, between watchers of one job.
 pub type SharedEvent = Arc<Event>;
@@ -156,6 +157,13 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.hub.unsubscribe(self.job);
+    }
+}
+
+/// The store's writers publish every change they commit here.
+impl Committed for Hub {
+    fn committed(&self, event: SharedEvent) {
+        self.publish(event);
     }
 }
 

@@ -6,7 +6,7 @@
 //! `storage/postgres.rs`). For the notifications about jobs somebody here
 //! watches, this task reads those events from the log (one query per batch
 //! of notifications already received) and publishes them. Local
-//! commits are also published directly by `Jobs::execute`, so local
+//! commits are also published directly by the store's writers, so local
 //! watchers may get an event twice (or out of order); they dedupe by
 //! revision and fill any gap from the log, so that is harmless.
 //!

@@ -5,10 +5,11 @@
 //! failure from failing the rest of its batch. No database code here: the
 //! backends bring their own transaction.
 
-use super::Condition;
+use super::{Committed, Condition};
 use crate::telemetry::metrics as m;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -50,7 +51,7 @@ fn decide_in_batch(
                     event.clone(),
                 );
             }
-            Ok(Outcome::Changed(event))
+            Ok(Outcome::Changed(Arc::new(event)))
         }
     }
 }
@@ -61,7 +62,7 @@ pub(super) fn decide_all(
     jobs: &mut BatchJobs,
     answered: &mut Answered,
     requests: &[Request],
-) -> (Vec<Result<Outcome, StorageError>>, Vec<Event>) {
+) -> (Vec<Result<Outcome, StorageError>>, Vec<Arc<Event>>) {
     let mut results = Vec::with_capacity(requests.len());
     let mut changes = Vec::new();
     for request in requests {
@@ -163,12 +164,15 @@ where
         .map_err(|_| shutting_down())?
 }
 
-/// Commits a batch (see [`commit_isolating`]) and sends every request its
-/// answer. A caller that went away (a cancelled RPC) is not told; its
-/// change stands. Returns the condition that failed the whole batch, if it
+/// Commits a batch (see [`commit_isolating`]), tells `committed` of every
+/// change in the order they were decided, and sends every request its
+/// answer. A caller that went away (a cancelled RPC, a timed-out wait) is
+/// not told; its change stands, and its watchers hear of it all the same.
+/// Returns the condition that failed the whole batch, if it
 /// is one that blocks writes (a full disk, say), for health checking.
 pub(super) async fn commit_and_answer<C: CommitBatch + Send>(
     failure: &WriteFailure,
+    committed: &dyn Committed,
     backend: &mut C,
     requests: &[Request],
     replies: Vec<Reply>,
@@ -194,6 +198,11 @@ pub(super) async fn commit_and_answer<C: CommitBatch + Send>(
         }
         _ => None,
     };
+    for result in &results {
+        if let Ok(Outcome::Changed(event)) = result {
+            committed.committed(event.clone());
+        }
+    }
     for (reply, result) in replies.into_iter().zip(results) {
         let _ = reply.send(result);
     }

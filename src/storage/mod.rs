@@ -3,9 +3,11 @@
 //! [`Store`] is a closed enum over the backends, so callers never see which
 //! database they run on. Every change goes through [`Store::execute`], which
 //! runs the domain's `decide` inside the job's transaction and commits the
-//! new job row and its event together. This module must never publish
-//! events or know about gRPC: the caller publishes after `execute` returns,
-//! which is after the commit.
+//! new job row and its event together, then hands every committed event to
+//! [`Committed`] (the fan-out hub) itself, before any caller is answered:
+//! a change stands once it is committed, whether or not its caller is still
+//! waiting, so telling its watchers must not depend on the caller. This
+//! module must never know about gRPC or about who watches.
 
 mod batch;
 mod codec;
@@ -14,6 +16,7 @@ mod readers;
 mod recent;
 mod sqlite;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::{DomainError, Event, Job, JobId, Request};
@@ -25,8 +28,8 @@ pub use sqlite::SqliteStore;
 /// What `execute` did.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// The job changed; the event is committed and must now be published.
-    Changed(Event),
+    /// The job changed; the event is committed and [`Committed`] was told.
+    Changed(Arc<Event>),
     /// An idempotent repeat: nothing was written.
     Unchanged(Job),
     /// The caller's request id was already used: this is the event that the
@@ -199,6 +202,13 @@ impl Default for StoreOptions {
     }
 }
 
+/// Where a store's writers hand every change they commit: once per
+/// change, right after its commit and before its caller is answered, from
+/// a writer's thread or task. It must not block or do I/O.
+pub trait Committed: std::fmt::Debug + Send + Sync + 'static {
+    fn committed(&self, event: Arc<Event>);
+}
+
 /// The database, whichever it is.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -208,12 +218,21 @@ pub enum Store {
 
 impl Store {
     /// Opens the database named by `url` (`sqlite://path`, or
-    /// `postgres://…` / `postgresql://…`) and runs its migrations.
-    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StorageError> {
+    /// `postgres://…` / `postgresql://…`) and runs its migrations. Every
+    /// change its writers commit goes to `committed`.
+    pub async fn connect(
+        url: &str,
+        options: &StoreOptions,
+        committed: Arc<dyn Committed>,
+    ) -> Result<Self, StorageError> {
         if url.starts_with("sqlite:") {
-            Ok(Store::Sqlite(SqliteStore::connect(url, options).await?))
+            Ok(Store::Sqlite(
+                SqliteStore::connect(url, options, committed).await?,
+            ))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Store::Postgres(PostgresStore::connect(url, options).await?))
+            Ok(Store::Postgres(
+                PostgresStore::connect(url, options, committed).await?,
+            ))
         } else {
             Err(StorageError::unreachable(format!(
                 "unsupported database URL scheme in {:?}: expected sqlite:// or postgres://",
@@ -307,6 +326,25 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+/// What a store's writers told, in order (for tests).
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Told(std::sync::Mutex<Vec<Arc<Event>>>);
+
+#[cfg(test)]
+impl Told {
+    pub(crate) fn events(&self) -> Vec<Arc<Event>> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[cfg(test)]
+impl Committed for Told {
+    fn committed(&self, event: Arc<Event>) {
+        self.0.lock().unwrap().push(event);
     }
 }
 

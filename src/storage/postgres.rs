@@ -39,7 +39,7 @@ use super::batch::{
     Answered, BatchJobs, CommitBatch, Reply, WriteFailure, commit_and_answer, decide_all, submit,
 };
 use super::codec::{self, JobRow, job_columns};
-use super::{Outcome, StorageError, StoreOptions};
+use super::{Committed, Outcome, StorageError, StoreOptions};
 use crate::domain::{DomainError, Event, Job, JobId, Request};
 
 /// The LISTEN/NOTIFY channel every replica listens on. Payload:
@@ -90,7 +90,11 @@ struct WriteOp {
 }
 
 impl PostgresStore {
-    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StorageError> {
+    pub async fn connect(
+        url: &str,
+        options: &StoreOptions,
+        committed: Arc<dyn Committed>,
+    ) -> Result<Self, StorageError> {
         let base = PgConnectOptions::from_str(url).map_err(|e| {
             StorageError::unreachable(format!("bad PostgreSQL URL {:?}: {e}", super::redact(url)))
         })?;
@@ -152,6 +156,7 @@ impl PostgresStore {
                 queue.clone(),
                 options.max_batch.max(1),
                 failure.clone(),
+                committed.clone(),
                 closing.clone(),
             ));
         }
@@ -408,6 +413,7 @@ async fn run_writer(
     queue: Arc<Mutex<mpsc::Receiver<WriteOp>>>,
     max_batch: usize,
     failure: Arc<WriteFailure>,
+    committed: Arc<dyn Committed>,
     closing: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
@@ -427,7 +433,7 @@ async fn run_writer(
         }
         let (requests, replies): (Vec<Request>, Vec<_>) =
             batch.drain(..).map(|op| (op.request, op.reply)).unzip();
-        commit_and_answer(&failure, &mut pool, &requests, replies).await;
+        commit_and_answer(&failure, &*committed, &mut pool, &requests, replies).await;
     }
 }
 
@@ -534,11 +540,11 @@ async fn answered_request_ids(
 /// and after, it commits.
 async fn write_changes(
     conn: &mut PgConnection,
-    changes: &[Event],
+    changes: &[Arc<Event>],
     before: &HashMap<JobId, i64>,
     after: &BatchJobs,
 ) -> Result<(), TxError> {
-    let mut changed: Vec<JobId> = changes.iter().map(Event::job_id).collect();
+    let mut changed: Vec<JobId> = changes.iter().map(|event| event.job_id()).collect();
     changed.sort_unstable();
     changed.dedup();
     let mut jobs = JobColumns::default();

@@ -33,7 +33,7 @@ use super::batch::{
 use super::codec::{self, JobRow, job_columns};
 use super::readers::{Readers, Refused};
 use super::recent::RecentJobs;
-use super::{Outcome, StorageError, StoreOptions};
+use super::{Committed, Outcome, StorageError, StoreOptions};
 use crate::domain::{Event, Job, JobId, Request};
 use crate::rfc3339::{Offset, Rfc3339};
 use crate::telemetry::metrics as m;
@@ -94,7 +94,11 @@ enum WriteOp {
 }
 
 impl SqliteStore {
-    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, StorageError> {
+    pub async fn connect(
+        url: &str,
+        options: &StoreOptions,
+        committed: Arc<dyn Committed>,
+    ) -> Result<Self, StorageError> {
         if url.contains(":memory:") || url.contains("mode=memory") {
             return Err(StorageError::unreachable(
                 "in-memory SQLite is not supported: every acknowledged change must be durable; \
@@ -150,6 +154,7 @@ impl SqliteStore {
             rx,
             options.max_batch.max(1),
             failure.clone(),
+            committed,
             closing.clone(),
         );
         let done = writer_done.clone();
@@ -413,6 +418,7 @@ async fn run_writer(
     mut rx: mpsc::Receiver<WriteOp>,
     max_batch: usize,
     failure: Arc<WriteFailure>,
+    committed: Arc<dyn Committed>,
     closing: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
@@ -445,7 +451,7 @@ async fn run_writer(
         if requests.is_empty() {
             continue;
         }
-        commit_and_answer(&failure, &mut writer, &requests, replies).await;
+        commit_and_answer(&failure, &*committed, &mut writer, &requests, replies).await;
     }
     // A clean stop leaves the database whole in its one file: merge the WAL
     // back, so that copying jobstatus.db alone after exit 0 copies
@@ -580,7 +586,7 @@ fn read_batch(
 /// Writes the batch's changes in the order they were decided: the job row
 /// after each change, then its event. Fails if any row was not written, so
 /// the caller rolls the whole batch back.
-fn write_changes(conn: &Connection, changes: &[Event]) -> Result<(), StorageError> {
+fn write_changes(conn: &Connection, changes: &[Arc<Event>]) -> Result<(), StorageError> {
     // A new job's row is inserted (a taken id fails); a changed job's row
     // is a compare-and-set on the revision (the WHERE), so a history can
     // never fork even if two writers ever raced: a row whose check fails
@@ -649,6 +655,7 @@ fn write_changes(conn: &Connection, changes: &[Event]) -> Result<(), StorageErro
 mod tests {
     use super::*;
     use crate::domain::{Caller, Command, PaymentMethod, RequestId, ServiceId, UserId};
+    use crate::storage::Told;
 
     fn commit_batch(
         conn: &mut Connection,
@@ -661,7 +668,7 @@ mod tests {
     async fn migrated(dir: &tempfile::TempDir) -> Connection {
         let path = dir.path().join("batch.db");
         let url = format!("sqlite://{}", path.display());
-        SqliteStore::connect(&url, &StoreOptions::default())
+        SqliteStore::connect(&url, &StoreOptions::default(), Arc::new(Told::default()))
             .await
             .unwrap()
             .close()
@@ -696,7 +703,7 @@ mod tests {
 
     fn changed(result: &Result<Outcome, StorageError>) -> Event {
         match result {
-            Ok(Outcome::Changed(event)) => event.clone(),
+            Ok(Outcome::Changed(event)) => Event::clone(event),
             other => panic!("expected a change, got {other:?}"),
         }
     }
@@ -770,7 +777,7 @@ mod tests {
     async fn reads_return_what_was_written() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("reads.db").display());
-        let store = SqliteStore::connect(&url, &StoreOptions::default())
+        let store = SqliteStore::connect(&url, &StoreOptions::default(), Arc::new(Told::default()))
             .await
             .unwrap();
         let created = changed(&store.execute(create()).await);
@@ -822,7 +829,9 @@ mod tests {
             busy_timeout: Duration::from_millis(300),
             ..StoreOptions::default()
         };
-        let store = SqliteStore::connect(&url, &options).await.unwrap();
+        let store = SqliteStore::connect(&url, &options, Arc::new(Told::default()))
+            .await
+            .unwrap();
         let (release, held) = std::sync::mpsc::channel::<()>();
         let (started, running) = oneshot::channel();
         let holder = {
@@ -858,7 +867,7 @@ mod tests {
     async fn jobs_by_ids_answers_each_job_once() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("ids.db").display());
-        let store = SqliteStore::connect(&url, &StoreOptions::default())
+        let store = SqliteStore::connect(&url, &StoreOptions::default(), Arc::new(Told::default()))
             .await
             .unwrap();
         store.execute(create()).await.unwrap();
@@ -891,6 +900,63 @@ mod tests {
         };
         writer.commit(&[create()]).await.unwrap();
         (writer, recent)
+    }
+
+    /// The writer tells of every change it commits, in order, and only of
+    /// changes: also of one whose caller went away before it was committed
+    /// (its change stands, so its watchers must hear of it), and never of
+    /// a refused command.
+    #[tokio::test]
+    async fn the_writer_tells_of_each_committed_change_whoever_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("told.db");
+        let url = format!("sqlite://{}", path.display());
+        let told = Arc::new(Told::default());
+        let store = SqliteStore::connect(&url, &StoreOptions::default(), told.clone())
+            .await
+            .unwrap();
+        changed(&store.execute(create()).await);
+        assert!(
+            store
+                .execute(request(user("carol"), Command::MarkComplete, None))
+                .await
+                .is_err()
+        );
+
+        // Another connection holds the write lock, so the next change waits
+        // in the writer while its caller goes away.
+        let locker = open(&path, Access::Write, Duration::from_secs(1)).unwrap();
+        locker.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let caller = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .execute(request(user("bob"), Command::MarkComplete, None))
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        locker.execute_batch("COMMIT").unwrap();
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while told.events().len() < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let revisions: Vec<_> = told.events().iter().map(|e| e.revision()).collect();
+        assert_eq!(
+            revisions,
+            [1, 2],
+            "each committed change told once, in order"
+        );
+        let job = store
+            .get_job(JobId::new(7).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(job.revision, 2, "the abandoned change was committed");
+        store.close().await;
     }
 
     /// Memory holds what the writer committed, and a failed batch's jobs
@@ -984,7 +1050,9 @@ mod tests {
                 job_cache,
                 ..StoreOptions::default()
             };
-            let store = SqliteStore::connect(&url, &options).await.unwrap();
+            let store = SqliteStore::connect(&url, &options, Arc::new(Told::default()))
+                .await
+                .unwrap();
             store.execute(create()).await.unwrap();
             open(&path, Access::Write, Duration::from_secs(1))
                 .unwrap()
@@ -1048,7 +1116,7 @@ mod tests {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .unwrap();
         let fresh = changed(&created[0]);
-        let err = write_changes(&tx, &[fresh, stale]).unwrap_err();
+        let err = write_changes(&tx, &[Arc::new(fresh), Arc::new(stale)]).unwrap_err();
         assert!(matches!(err, StorageError::Internal(_)), "{err:?}");
         tx.rollback().unwrap();
         assert_eq!(stored_revisions(&conn), (2, vec![1, 2]));

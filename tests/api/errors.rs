@@ -616,13 +616,8 @@ async fn a_corrupt_row_fails_only_its_own_calls(backend: Backend) {
     // A control character: the column's CHECK allows it, UserId does not.
     match backend {
         Backend::Sqlite => {
-            use sqlx::{ConnectOptions, Connection};
-            let path = app.db.url.trim_start_matches("sqlite://").to_owned();
-            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(&path)
-                .connect()
-                .await
-                .expect("second connection");
+            use sqlx::Connection;
+            let mut conn = sqlite_connection(&app).await;
             sqlx::query("UPDATE jobs SET client_id = 'bad' || char(1) WHERE job_id = ?")
                 .bind(BAD)
                 .execute(&mut conn)

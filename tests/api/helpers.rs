@@ -445,6 +445,18 @@ pub type AdminClient = JobAdminServiceClient<InterceptedService<Channel, Bearer>
 
 pub type Watch = Streaming<pb::WatchJobResponse>;
 
+/// A connection of the test's own to the server's SQLite file, as another
+/// process would open it.
+pub async fn sqlite_connection(app: &TestApp) -> sqlx::SqliteConnection {
+    use sqlx::ConnectOptions;
+    let path = app.db.url.trim_start_matches("sqlite://").to_owned();
+    sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&path)
+        .connect()
+        .await
+        .expect("second connection")
+}
+
 /// Opens WatchJob; `after` resumes from a revision.
 pub async fn watch(client: &mut JobClient, job_id: i64, after: Option<i64>) -> Watch {
     client

@@ -26,6 +26,7 @@ crate::backend_tests!(
     disconnect_frees_the_topic,
     a_worker_assigned_later_may_replay_the_whole_log,
     resuming_a_finished_job_at_its_last_revision_ends_cleanly,
+    a_change_committed_after_its_caller_gave_up_reaches_watchers,
 );
 
 /// Drives job `id` through `n` transitions (alternating MarkComplete and
@@ -385,4 +386,82 @@ async fn resuming_a_finished_job_at_its_last_revision_ends_cleanly(backend: Back
     end(&mut w)
         .await
         .expect("nothing more can happen: a clean end");
+}
+
+/// Makes every later update of a job row take far longer than the tests'
+/// short `--db-timeout-ms` (a trigger that burns about a second), so that
+/// a change is committed after its caller stopped waiting for it.
+async fn slow_down_job_updates(app: &TestApp) {
+    match app.db.backend {
+        Backend::Sqlite => {
+            use sqlx::Connection;
+            let mut conn = sqlite_connection(app).await;
+            // A cross join of 6 000 rows with themselves: 36 million rows
+            // the trigger compares, about a second of CPU (a WITH clause
+            // cannot be used in a trigger).
+            sqlx::raw_sql(
+                "CREATE TABLE slow (x INTEGER); \
+                 WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 6000) \
+                 INSERT INTO slow SELECT x FROM n; \
+                 CREATE TRIGGER slow_updates AFTER UPDATE ON jobs BEGIN \
+                   SELECT count(*) FROM slow a, slow b WHERE a.x * b.x < 0; \
+                 END;",
+            )
+            .execute(&mut conn)
+            .await
+            .expect("slow trigger");
+            conn.close().await.expect("close");
+        }
+        Backend::Postgres => {
+            let mut conn = app.db.pg().connect().await;
+            sqlx::raw_sql(
+                "CREATE FUNCTION slow_update() RETURNS trigger LANGUAGE plpgsql AS \
+                   $$ BEGIN PERFORM pg_sleep(1.5); RETURN NEW; END $$; \
+                 CREATE TRIGGER slow_updates AFTER UPDATE ON jobs \
+                   FOR EACH ROW EXECUTE FUNCTION slow_update();",
+            )
+            .execute(&mut conn)
+            .await
+            .expect("slow trigger");
+        }
+    }
+}
+
+/// A change the database commits after its caller stopped waiting
+/// (`--db-timeout-ms`) stands, so its watchers hear of it like any other:
+/// the caller was told UNAVAILABLE, and a retry with a request id would
+/// find it, but a watcher has nobody to retry for it.
+async fn a_change_committed_after_its_caller_gave_up_reaches_watchers(backend: Backend) {
+    let defaults = TestOptions::default();
+    let options = TestOptions {
+        store: jobstatus::storage::StoreOptions {
+            busy_timeout: Duration::from_millis(250),
+            ..defaults.store.clone()
+        },
+        ..defaults
+    };
+    let app = TestApp::spawn_with(backend, options).await;
+    app.create_job(13).await;
+    let mut client = app.client(CLIENT).await;
+    let mut w = watch(&mut client, 13, None).await;
+    let revision = snapshot(&mut w).await.job.expect("a job").revision;
+    slow_down_job_updates(&app).await;
+
+    let started = std::time::Instant::now();
+    let status = app
+        .client(WORKER)
+        .await
+        .mark_complete(mark(13))
+        .await
+        .expect_err("the caller gives up before the commit");
+    assert_eq!(status.code(), Code::Unavailable, "{}", status.message());
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "the caller waited {:?}: the trigger must outlast its timeout",
+        started.elapsed()
+    );
+
+    let e = event(&mut w).await;
+    assert_eq!(e.event(), EventType::WorkerMarkedComplete);
+    assert_eq!(e.revision, revision + 1);
 }
