@@ -168,8 +168,8 @@ where
 /// change in the order they were decided, and sends every request its
 /// answer. A caller that went away (a cancelled RPC, a timed-out wait) is
 /// not told; its change stands, and its watchers hear of it all the same.
-/// Returns the condition that failed the whole batch, if it
-/// is one that blocks writes (a full disk, say), for health checking.
+/// Returns the condition that failed the whole batch, if it is one that
+/// blocks writes (a full disk, say), for health checking.
 pub(super) async fn commit_and_answer<C: CommitBatch + Send>(
     failure: &WriteFailure,
     committed: &dyn Committed,
