@@ -8,10 +8,9 @@
 //! writer sees the file's data version move and everything here goes. A
 //! read from the file may fill a missing entry, but only if no commit and
 //! no eviction happened while it read, so an entry is never older than the
-//! file. This must never hold a
-//! state that was not committed, nor serve one after a newer commit's
-//! answer has gone out (the writer updates it before it answers, and
-//! events are published after the answer).
+//! file. This must never hold a state that was not committed, nor serve
+//! one after a newer commit's event or answer has gone out (the writer
+//! updates it before it publishes the batch's events and answers).
 //!
 //! Bounded by `--sqlite-job-cache` entries, with second-chance eviction
 //! ([`ClockMap`]): a new job pushes out one nobody touched lately.
