@@ -15,9 +15,10 @@
 //! Two replicas racing to create one job, or to use one request id, meet on
 //! a unique index; the loser's batch is rolled back and retried from the
 //! start, which then reads the winner's row and answers as the domain says
-//! (ALREADY_EXISTS, or a replay). Nothing here may publish to the hub or
-//! hold a connection while events are published; fan-out of the
-//! notifications is [`crate::hub::pg_listen`]'s job.
+//! (ALREADY_EXISTS, or a replay). The writers hand their own committed
+//! events to [`super::Committed`] only after the batch's connection is
+//! back in the pool; other replicas' changes arrive as notifications,
+//! whose fan-out is [`crate::hub::pg_listen`]'s job.
 
 use super::Condition;
 use std::collections::HashMap;
