@@ -19,6 +19,7 @@ use sha2::Sha256;
 
 use crate::clock_map::ClockMap;
 use crate::domain::{Caller, ServiceId, UserId};
+use crate::telemetry::metrics as m;
 
 /// The scope that admits a token to JobAdminService.
 pub const ADMIN_SCOPE: &str = "jobstatus.admin";
@@ -325,7 +326,10 @@ impl Verifier {
             return Err(AuthError::NotBearer);
         }
         if let Some(identity) = self.verified.get(token) {
-            metrics::counter!(crate::telemetry::metrics::TOKEN_CACHE_HITS).increment(1);
+            static HITS: m::Kept<metrics::Counter> = m::Kept::new();
+            if let Some(hits) = HITS.get(|| metrics::counter!(m::TOKEN_CACHE_HITS)) {
+                hits.increment(1);
+            }
             // jsonwebtoken's rule with no leeway: valid up to and including `exp`.
             if identity.expires_at.timestamp() >= Utc::now().timestamp() {
                 return Ok(identity);
@@ -333,7 +337,10 @@ impl Verifier {
             self.verified.remove(token);
             return Err(AuthError::Expired);
         }
-        metrics::counter!(crate::telemetry::metrics::TOKEN_CACHE_MISSES).increment(1);
+        static MISSES: m::Kept<metrics::Counter> = m::Kept::new();
+        if let Some(misses) = MISSES.get(|| metrics::counter!(m::TOKEN_CACHE_MISSES)) {
+            misses.increment(1);
+        }
         let identity = self.decode(token)?;
         self.verified.insert(token, identity.clone());
         Ok(identity)

@@ -10,18 +10,65 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_util::Stream;
+use metrics::{Counter, Gauge, Histogram};
 use tonic::{Code, Status};
 
 use super::quota::WatchPermit;
 use crate::error::AppError;
 use crate::telemetry::metrics as m;
 
-/// One method of this server, as its metrics name it.
+/// One method of this server, as its metrics name it, with the handles of
+/// its series (kept on first use: see [`m::Kept`]).
 #[derive(Debug)]
 pub struct Method {
     pub service: &'static str,
     pub method: &'static str,
     pub kind: &'static str,
+    series: Series,
+}
+
+/// The handles of one method's series.
+#[derive(Debug)]
+struct Series {
+    started: m::Kept<Counter>,
+    seconds: m::Kept<Histogram>,
+    /// By code, in [`Code`]'s order.
+    handled: [m::Kept<Counter>; CODES],
+    /// Streams only: messages sent, events delivered, streams open.
+    sent: m::Kept<Counter>,
+    delivered: m::Kept<Counter>,
+    open: m::Kept<Gauge>,
+    /// By reason, in [`END_REASONS`]' order.
+    ended: [m::Kept<Counter>; END_REASONS.len()],
+}
+
+/// Why a watch stream ended, as `jobstatus_watch_streams_ended_total`
+/// names it.
+const END_REASONS: [&str; 7] = [
+    "terminal",
+    "access_lost",
+    "token_expired",
+    "shutdown",
+    "client_gone",
+    "limit",
+    "error",
+];
+
+/// gRPC's status codes: `Code::Ok` (0) to `Code::Unauthenticated` (16).
+const CODES: usize = 17;
+
+impl Series {
+    const fn new() -> Self {
+        Self {
+            started: m::Kept::new(),
+            seconds: m::Kept::new(),
+            handled: [const { m::Kept::new() }; CODES],
+            sent: m::Kept::new(),
+            delivered: m::Kept::new(),
+            open: m::Kept::new(),
+            ended: [const { m::Kept::new() }; END_REASONS.len()],
+        }
+    }
 }
 
 const UNARY: &str = "unary";
@@ -30,11 +77,11 @@ const BIDI_STREAM: &str = "bidi_stream";
 
 macro_rules! methods {
     ($($service:literal => [$($method:literal: $kind:ident),* $(,)?]),* $(,)?) => {
-        &[$($(Method { service: $service, method: $method, kind: $kind }),*),*]
+        [$($(Method { service: $service, method: $method, kind: $kind, series: Series::new() }),*),*]
     };
 }
 
-static METHODS: &[Method] = methods!(
+static METHODS: [Method; 16] = methods!(
     "jobstatus.v1.JobService" => [
         "GetJob": UNARY, "MarkComplete": UNARY, "ApproveCompletion": UNARY,
         "RequestChanges": UNARY, "SubmitPaymentProof": UNARY, "ConfirmPayment": UNARY,
@@ -52,7 +99,16 @@ static UNKNOWN: Method = Method {
     service: "unknown",
     method: "unknown",
     kind: UNARY,
+    series: Series::new(),
 };
+
+/// JobService's method `name` (unknown if it has none).
+fn job_service_method(name: &str) -> &'static Method {
+    METHODS
+        .iter()
+        .find(|m| m.service == "jobstatus.v1.JobService" && m.method == name)
+        .unwrap_or(&UNKNOWN)
+}
 
 /// The method a request path (`/package.Service/Method`) names.
 pub fn method_of(path: &str) -> &'static Method {
@@ -63,6 +119,86 @@ pub fn method_of(path: &str) -> &'static Method {
         .iter()
         .find(|m| m.service == service && m.method == method)
         .unwrap_or(&UNKNOWN)
+}
+
+impl Method {
+    fn started(&self) {
+        let series = &self.series;
+        let counter = series.started.get(|| {
+            metrics::counter!(m::RPC_STARTED,
+                "grpc_service" => self.service, "grpc_method" => self.method, "grpc_type" => self.kind)
+        });
+        if let Some(counter) = counter {
+            counter.increment(1);
+        }
+    }
+
+    fn finished(&self, code: Code, seconds: f64) {
+        let series = &self.series;
+        let handled = series.handled.get(code as usize).and_then(|kept| {
+            kept.get(|| {
+                metrics::counter!(m::RPC_HANDLED,
+                    "grpc_service" => self.service, "grpc_method" => self.method,
+                    "grpc_type" => self.kind, "grpc_code" => code_name(code))
+            })
+        });
+        if let Some(counter) = handled {
+            counter.increment(1);
+        }
+        let histogram = series.seconds.get(|| {
+            metrics::histogram!(m::RPC_SECONDS,
+                "grpc_service" => self.service, "grpc_method" => self.method, "grpc_type" => self.kind)
+        });
+        if let Some(histogram) = histogram {
+            histogram.record(seconds);
+        }
+    }
+
+    /// A message sent on this stream method; `event` when it was an event.
+    fn sent(&self, event: bool) {
+        let series = &self.series;
+        let sent = series.sent.get(|| {
+            metrics::counter!(m::RPC_MSG_SENT,
+                "grpc_service" => self.service, "grpc_method" => self.method, "grpc_type" => self.kind)
+        });
+        if let Some(counter) = sent {
+            counter.increment(1);
+        }
+        if event {
+            let delivered = series
+                .delivered
+                .get(|| metrics::counter!(m::EVENTS_DELIVERED, "rpc" => self.method));
+            if let Some(counter) = delivered {
+                counter.increment(1);
+            }
+        }
+    }
+
+    /// A stream of this method ended, for `reason` (one of [`END_REASONS`]).
+    fn ended(&self, reason: &'static str) {
+        let Some(index) = END_REASONS.iter().position(|r| *r == reason) else {
+            return;
+        };
+        let ended = self.series.ended.get(index).and_then(|kept| {
+            kept.get(
+                || metrics::counter!(m::WATCHES_ENDED, "rpc" => self.method, "reason" => reason),
+            )
+        });
+        if let Some(counter) = ended {
+            counter.increment(1);
+        }
+    }
+
+    /// One more (`1.0`) or one fewer (`-1.0`) open stream of this method.
+    fn open(&self, by: f64) {
+        let open = self
+            .series
+            .open
+            .get(|| metrics::gauge!(m::WATCHES_OPEN, "rpc" => self.method));
+        if let Some(gauge) = open {
+            gauge.increment(by);
+        }
+    }
 }
 
 /// The name go-grpc-prometheus and grpc-go give a code.
@@ -101,9 +237,7 @@ impl RpcTiming {
     /// Counts the call as started.
     pub fn start(path: &str) -> Self {
         let method = method_of(path);
-        metrics::counter!(m::RPC_STARTED,
-            "grpc_service" => method.service, "grpc_method" => method.method, "grpc_type" => method.kind)
-        .increment(1);
+        method.started();
         Self {
             method,
             started: Instant::now(),
@@ -116,14 +250,8 @@ impl RpcTiming {
         if std::mem::replace(&mut self.finished, true) {
             return;
         }
-        let method = self.method;
-        metrics::counter!(m::RPC_HANDLED,
-            "grpc_service" => method.service, "grpc_method" => method.method,
-            "grpc_type" => method.kind, "grpc_code" => code_name(code))
-        .increment(1);
-        metrics::histogram!(m::RPC_SECONDS,
-            "grpc_service" => method.service, "grpc_method" => method.method, "grpc_type" => method.kind)
-        .record(self.started.elapsed().as_secs_f64());
+        self.method
+            .finished(code, self.started.elapsed().as_secs_f64());
     }
 }
 
@@ -278,7 +406,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: S,
         convert: F,
-        rpc: &'static str,
+        method: &'static Method,
         log: CallLog,
         ended: Option<&'static str>,
         // Held, not read: the stream's place in the per-caller limit.
@@ -289,19 +417,21 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             let reason = this.ended.unwrap_or("client_gone");
-            metrics::gauge!(m::WATCHES_OPEN, "rpc" => *this.rpc).decrement(1.0);
-            metrics::counter!(m::WATCHES_ENDED, "rpc" => *this.rpc, "reason" => reason).increment(1);
+            this.method.open(-1.0);
+            this.method.ended(reason);
         }
     }
 }
 
 impl<S, F> Watched<S, F> {
+    /// `rpc` is the JobService method serving the stream.
     pub fn new(inner: S, convert: F, rpc: &'static str, log: CallLog, permit: WatchPermit) -> Self {
-        metrics::gauge!(m::WATCHES_OPEN, "rpc" => rpc).increment(1.0);
+        let method = job_service_method(rpc);
+        method.open(1.0);
         Self {
             inner,
             convert,
-            rpc,
+            method,
             log,
             ended: None,
             _permit: permit,
@@ -323,13 +453,7 @@ where
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(item))) => {
                 let (message, is_event) = (this.convert)(&item);
-                metrics::counter!(m::RPC_MSG_SENT,
-                    "grpc_service" => "jobstatus.v1.JobService", "grpc_method" => *this.rpc,
-                    "grpc_type" => SERVER_STREAM)
-                .increment(1);
-                if is_event {
-                    metrics::counter!(m::EVENTS_DELIVERED, "rpc" => *this.rpc).increment(1);
-                }
+                this.method.sent(is_event);
                 Poll::Ready(Some(Ok(message)))
             }
             Poll::Ready(Some(Err(err))) => {

@@ -22,6 +22,7 @@ use tokio::sync::broadcast;
 use crate::domain::{Event, JobId};
 use crate::my_jobs::fanout::UserHub;
 use crate::storage::Committed;
+use crate::telemetry::metrics as m;
 
 /// Events are shared, not copied, between watchers of one job.
 pub type SharedEvent = Arc<Event>;
@@ -94,7 +95,10 @@ impl Hub {
 
     /// Hands `event` to every current watcher of its job. Never blocks.
     pub fn publish(&self, event: SharedEvent) {
-        metrics::counter!(crate::telemetry::metrics::EVENTS_PUBLISHED).increment(1);
+        static PUBLISHED: m::Kept<metrics::Counter> = m::Kept::new();
+        if let Some(published) = PUBLISHED.get(|| metrics::counter!(m::EVENTS_PUBLISHED)) {
+            published.increment(1);
+        }
         {
             let topics = self.topics();
             if let Some(topic) = topics.get(&event.job_id()) {

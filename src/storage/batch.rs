@@ -180,8 +180,14 @@ pub(super) async fn commit_and_answer<C: CommitBatch + Send>(
     let started = std::time::Instant::now();
     let results = commit_isolating(backend, requests).await;
     // How full and how slow batches are: what bounds write throughput.
-    metrics::histogram!(m::BATCH_SIZE).record(requests.len() as f64);
-    metrics::histogram!(m::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+    static SIZES: m::Kept<metrics::Histogram> = m::Kept::new();
+    static SECONDS: m::Kept<metrics::Histogram> = m::Kept::new();
+    if let Some(sizes) = SIZES.get(|| metrics::histogram!(m::BATCH_SIZE)) {
+        sizes.record(requests.len() as f64);
+    }
+    if let Some(seconds) = SECONDS.get(|| metrics::histogram!(m::BATCH_SECONDS)) {
+        seconds.record(started.elapsed().as_secs_f64());
+    }
     tracing::debug!(
         changes = requests.len(),
         micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
