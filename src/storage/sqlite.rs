@@ -1164,4 +1164,202 @@ mod tests {
             "{options:?}"
         );
     }
+
+    /// A file migrated before the allowed-values CHECKs were rewritten
+    /// (migrations 1 and 2, then a job changed through the writer) keeps
+    /// its job, its events and its indexes through the upgrade, and its
+    /// constraints still refuse what they refused.
+    #[tokio::test]
+    async fn an_earlier_file_keeps_its_jobs_and_constraints_through_the_rewritten_checks() {
+        use sqlx::ConnectOptions as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("earlier.db");
+        let url = format!("sqlite://{}", path.display());
+        let mut old = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .connect()
+            .await
+            .unwrap();
+        let mut earlier = sqlx::migrate!("./migrations/sqlite");
+        earlier.migrations = earlier
+            .migrations
+            .iter()
+            .filter(|m| m.version < 3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        earlier.run(&mut old).await.unwrap();
+        old.close().await.unwrap();
+        let mut conn = open(&path, Access::Write, Duration::from_secs(1)).unwrap();
+        commit_batch(&mut conn, &[create()]).unwrap();
+        let mark = request(user("bob"), Command::MarkComplete, Some("mark-1"));
+        let marked = changed(&commit_batch(&mut conn, &[mark]).unwrap()[0]);
+        drop(conn);
+
+        let store = SqliteStore::connect(&url, &StoreOptions::default(), Arc::new(Told::default()))
+            .await
+            .unwrap();
+        let job = store
+            .get_job(JobId::new(7).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(job, marked.job);
+        let events = store
+            .events_after(JobId::new(7).unwrap(), 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1], marked);
+        store.close().await;
+
+        let conn = open(&path, Access::Write, Duration::from_secs(1)).unwrap();
+        let mut schema = conn
+            .prepare("SELECT name, sql FROM sqlite_schema WHERE sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        let schema = schema
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let names: Vec<&str> = schema.iter().map(|(name, _)| name.as_str()).collect();
+        for name in [
+            "job_events",
+            "job_events_by_request",
+            "jobs",
+            "jobs_by_client",
+            "jobs_by_worker",
+        ] {
+            assert!(names.contains(&name), "{name} in {names:?}");
+        }
+        for (name, sql) in &schema {
+            assert!(!sql.contains(" IN ("), "{name}: {sql}");
+        }
+        let refused = [
+            "UPDATE jobs SET status = 'done' WHERE job_id = 7",
+            "UPDATE jobs SET payment_method = 'BTC' WHERE job_id = 7",
+            "INSERT INTO job_events (job_id, revision, event, actor_id, actor_role, payload, created_at) \
+             VALUES (7, 3, 'job_lost', 'bob', 'worker', '{}', 'now')",
+            "INSERT INTO job_events (job_id, revision, event, actor_id, actor_role, payload, created_at) \
+             VALUES (7, 3, 'payment_confirmed', 'bob', 'robot', '{}', 'now')",
+            // Foreign keys hold on the rebuilt tables.
+            "INSERT INTO job_events (job_id, revision, event, actor_id, actor_role, payload, created_at) \
+             VALUES (8, 1, 'job_created', 'svc', 'service', '{}', 'now')",
+        ];
+        for sql in refused {
+            assert!(conn.execute(sql, []).is_err(), "accepted: {sql}");
+        }
+        assert_eq!(
+            conn.execute(
+                "UPDATE jobs SET payment_method = 'CASH' WHERE job_id = 7",
+                []
+            )
+            .unwrap(),
+            1
+        );
+    }
+
+    /// The rewritten CHECKs accept and refuse exactly what the IN lists
+    /// did, value by value, NULL and near misses included.
+    #[test]
+    fn the_rewritten_checks_accept_what_the_in_lists_accepted() {
+        let first = include_str!("../../migrations/sqlite/0001_jobs_and_events.sql");
+        let rewrite = include_str!("../../migrations/sqlite/0003_checks_compare_in_place.sql");
+        let before = Connection::open_in_memory().unwrap();
+        before.execute_batch(first).unwrap();
+        let after = Connection::open_in_memory().unwrap();
+        after.execute_batch(first).unwrap();
+        after.execute_batch(rewrite).unwrap();
+        // The events' job, so that only their CHECKs can refuse them.
+        for conn in [&before, &after] {
+            conn.execute(
+                "INSERT INTO jobs (job_id, client_id, status, revision, created_at, updated_at) \
+                 VALUES (9999, 'c', 'open', 1, 't', 't')",
+                [],
+            )
+            .unwrap();
+        }
+
+        let statuses = [
+            "open",
+            "in_progress",
+            "awaiting_client_approval",
+            "awaiting_payment",
+            "completed",
+            "cancelled",
+        ];
+        let events = [
+            "job_created",
+            "worker_assigned",
+            "worker_marked_complete",
+            "client_requested_changes",
+            "client_approved_completion",
+            "payment_proof_submitted",
+            "payment_confirmed",
+            "job_cancelled",
+        ];
+        let roles = ["client", "worker", "service"];
+        let methods = ["GCASH", "CASH"];
+        let near_misses = [
+            "",
+            "OPEN",
+            "Cash",
+            "open ",
+            "client_approved",
+            "GCASH\0",
+            "worker,client",
+        ];
+        let mut candidates: Vec<Option<String>> = vec![None];
+        for value in statuses
+            .iter()
+            .chain(&events)
+            .chain(&roles)
+            .chain(&methods)
+            .chain(&near_misses)
+        {
+            candidates.push(Some((*value).to_owned()));
+        }
+        let columns = [
+            (
+                "status",
+                "INSERT INTO jobs (job_id, client_id, status, revision, created_at, updated_at) \
+                        VALUES (?1, 'c', ?2, 1, 't', 't')",
+            ),
+            (
+                "payment_method",
+                "INSERT INTO jobs (job_id, client_id, status, payment_method, revision, created_at, updated_at) \
+                        VALUES (?1, 'c', 'open', ?2, 1, 't', 't')",
+            ),
+            (
+                "event",
+                "INSERT INTO job_events (job_id, revision, event, actor_id, actor_role, payload, created_at) \
+                        VALUES (9999, ?1, ?2, 'a', 'client', '{}', 't')",
+            ),
+            (
+                "actor_role",
+                "INSERT INTO job_events (job_id, revision, event, actor_id, actor_role, payload, created_at) \
+                        VALUES (9999, ?1, 'job_created', 'a', ?2, '{}', 't')",
+            ),
+        ];
+        let mut accepted = 0;
+        for (c, (column, sql)) in columns.into_iter().enumerate() {
+            for (i, value) in candidates.iter().enumerate() {
+                // A key of its own for each row, so that only the CHECK
+                // under test can refuse it.
+                let key = i64::try_from(c * 1000 + i).unwrap() + 1;
+                let old = before.execute(sql, rusqlite::params![key, value]).is_ok();
+                let new = after.execute(sql, rusqlite::params![key, value]).is_ok();
+                assert_eq!(old, new, "{column} = {value:?}: before {old}, after {new}");
+                accepted += usize::from(new);
+            }
+        }
+        // Each column took its own values (and NULL only where it may).
+        assert_eq!(
+            accepted,
+            statuses.len() + methods.len() + 1 + events.len() + roles.len()
+        );
+    }
 }
