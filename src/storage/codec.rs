@@ -182,9 +182,8 @@ fn json_int(out: &mut String, value: i64) {
     if value < 0 {
         out.push('-');
     }
-    for &digit in &digits[at..] {
-        out.push(char::from(digit));
-    }
+    // ASCII digits, so always UTF-8.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 pub(super) fn decode_event(payload: &str) -> Result<Event, StorageError> {
