@@ -3,7 +3,9 @@
 //! process-wide recorder, and the `/metrics` endpoint that serves them.
 //!
 //! Events are recorded where they happen, through the `metrics` facade (a
-//! no-op until the recorder is installed, which `--metrics-listen` does).
+//! no-op until the recorder is installed, which `--metrics-listen` does);
+//! the series recorded on every call, event or delivery keep their handles
+//! ([`Kept`]) rather than look their series up each time.
 //! Counts that already live in the code as atomics or sizes (open
 //! connections, hub topics, LISTEN sessions, cached tokens) are read at
 //! scrape time by a [`Refresh`], so the hot paths pay nothing for them.
