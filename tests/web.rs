@@ -379,6 +379,11 @@ async fn grpc_web_binary_over_http1_answers_unary_calls_and_errors() {
     for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
         assert!(exposed.contains(name), "{name} exposed in {exposed}");
     }
+    assert!(
+        response
+            .header("vary")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("origin"))
+    );
     let job = response.next_job().await;
     assert_eq!(
         (job.job_id, job.client_id.as_str(), job.revision),
@@ -398,6 +403,15 @@ async fn grpc_web_binary_over_http1_answers_unary_calls_and_errors() {
     )
     .await;
     assert_eq!(response.status, 200);
+    // Without an `Origin` (no browser sent it) the answer carries no CORS
+    // headers at all: there is no origin to grant or to vary by.
+    for name in [
+        "access-control-allow-origin",
+        "access-control-expose-headers",
+        "vary",
+    ] {
+        assert_eq!(response.header(name), None, "{name}");
+    }
     let (status, _) = grpc_status(&mut response).await;
     assert_eq!(status, (Code::PermissionDenied as i32).to_string());
     server.stop().await;

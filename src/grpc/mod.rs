@@ -168,7 +168,7 @@ pub async fn serve(
     // CORS layer is outermost so it answers preflights before anything else,
     // and the edge innermost so what it answers is framed for grpc-web too.
     let service = ServiceBuilder::new()
-        .layer(web::cors_layer(&options.cors))
+        .layer(web::BrowserCorsLayer::new(&options.cors))
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(edge::EdgeLayer::new(
             verifier,

@@ -11,11 +11,15 @@
 //! reflection of the request's origin: every call carries a bearer token,
 //! and a page the operator did not list must not be able to use one.
 
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, request::Parts};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use http::{Method, Request, Response, request::Parts};
+use tower::{Layer, Service};
+use tower_http::cors::{AllowOrigin, Cors, CorsLayer};
 
 /// Request headers a grpc-web client sends (connect-web and grpc-web alike).
 pub const ALLOWED_REQUEST_HEADERS: [&str; 6] = [
@@ -119,7 +123,7 @@ fn is_port(s: &str) -> bool {
 /// The CORS layer for `policy`: preflights for allowed origins are answered
 /// with the grpc-web request headers and a cache lifetime; everything else
 /// passes through without any CORS grant.
-pub fn cors_layer(policy: &CorsPolicy) -> CorsLayer {
+fn cors_layer(policy: &CorsPolicy) -> CorsLayer {
     let policy = policy.clone();
     let allow = AllowOrigin::predicate(move |origin: &HeaderValue, _: &Parts| {
         origin.to_str().is_ok_and(|o| policy.allows(o))
@@ -143,6 +147,70 @@ pub fn cors_layer(policy: &CorsPolicy) -> CorsLayer {
         // Tokens travel in `authorization`, never in cookies.
         .allow_credentials(false)
         .vary([header::ORIGIN])
+}
+
+/// Applies [`BrowserCors`].
+#[derive(Debug, Clone)]
+pub struct BrowserCorsLayer {
+    cors: Arc<CorsLayer>,
+}
+
+impl BrowserCorsLayer {
+    pub fn new(policy: &CorsPolicy) -> Self {
+        Self {
+            cors: Arc::new(cors_layer(policy)),
+        }
+    }
+}
+
+impl<S> Layer<S> for BrowserCorsLayer {
+    type Service = BrowserCors<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        BrowserCors {
+            cors: self.cors.clone(),
+            inner,
+        }
+    }
+}
+
+/// CORS for the requests that carry an `Origin` (a browser's calls and
+/// preflights: browsers send it with every cross-origin request and every
+/// POST), and nothing for the rest. A backend's or grpcurl's call has no
+/// origin to grant, so the CORS layer would only add its `vary` and
+/// `access-control-expose-headers` to every answer and build a header map
+/// per call to hold them. The policy is shared, not copied: the service
+/// stack is cloned for every request.
+#[derive(Debug, Clone)]
+pub struct BrowserCors<S> {
+    cors: Arc<CorsLayer>,
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for BrowserCors<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Either<<Cors<S> as Service<Request<ReqBody>>>::Future, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        if request.headers().contains_key(header::ORIGIN) {
+            // The service made ready goes to the CORS layer; a clone stays
+            // for the next call, which makes it ready first.
+            let next = self.inner.clone();
+            let ready = std::mem::replace(&mut self.inner, next);
+            Either::Left(self.cors.layer(ready).call(request))
+        } else {
+            Either::Right(self.inner.call(request))
+        }
+    }
 }
 
 #[cfg(test)]
