@@ -38,7 +38,7 @@ use tower::{Layer, Service};
 use super::auth::{CallPath, authenticate};
 use super::connection::{Anonymous, Connection, InFlight, ReadDeadline};
 use super::deadline::grpc_timeout;
-use super::observe::{RequestId, RpcTiming};
+use super::observe::{RequestId, RpcTiming, status_code};
 use super::status::restate;
 use crate::auth::Verifier;
 use crate::error::{AppError, Limit};
@@ -149,9 +149,9 @@ where
             };
             let mut response = restated(response);
             request_id.echo(response.headers_mut());
-            if let Some(status) = Status::from_header_map(response.headers()) {
+            if let Some(code) = status_code(response.headers()) {
                 // Trailers-only: the call ended with its head.
-                rpc.finish(status.code());
+                rpc.finish(code);
             }
             // The response holds what the call holds until it ends: its
             // timing, its place among the connection's open calls (and
@@ -206,8 +206,8 @@ impl HttpBody for Observed {
         let polled = this.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(status) = frame.trailers_ref().and_then(Status::from_header_map) {
-                    this.rpc.finish(status.code());
+                if let Some(code) = frame.trailers_ref().and_then(status_code) {
+                    this.rpc.finish(code);
                 }
             }
             Poll::Ready(Some(Err(status))) => this.rpc.finish(status.code()),

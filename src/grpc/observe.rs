@@ -201,6 +201,16 @@ impl Method {
     }
 }
 
+/// The code in a head's or trailers' `grpc-status`, read as tonic reads it
+/// (a value that is no code is `Unknown`) but without building a
+/// [`Status`]: `Status::from_header_map` copies the whole map for the
+/// status's metadata, on every call.
+pub fn status_code(headers: &http::HeaderMap) -> Option<Code> {
+    headers
+        .get("grpc-status")
+        .map(|value| Code::from_bytes(value.as_bytes()))
+}
+
 /// The name go-grpc-prometheus and grpc-go give a code.
 pub fn code_name(code: Code) -> &'static str {
     match code {
@@ -286,8 +296,21 @@ impl RequestId {
             });
         match given {
             Some(id) => Self(id.into()),
-            None => Self(format!("{:016x}", rand::random::<u64>()).into()),
+            None => Self::new(),
         }
+    }
+
+    /// A new id: 64 random bits in 16 hex digits (written by hand: `format!`
+    /// was most of a call's request-id work).
+    fn new() -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let bits = rand::random::<u64>();
+        let mut digits = [0u8; 16];
+        for (i, digit) in digits.iter_mut().enumerate() {
+            // The nibble is below 16.
+            *digit = HEX[((bits >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        Self(std::str::from_utf8(&digits).unwrap_or_default().into())
     }
 
     pub fn as_str(&self) -> &str {
@@ -482,6 +505,11 @@ mod tests {
         let mut headers = http::HeaderMap::new();
         let made = RequestId::of(&headers);
         assert_eq!(made.as_str().len(), 16);
+        assert!(
+            made.as_str()
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
         assert_ne!(
             made.as_str(),
             RequestId::of(&headers).as_str(),
