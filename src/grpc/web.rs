@@ -3,7 +3,8 @@
 //!
 //! Browsers cannot speak native gRPC (no trailers over fetch), so tonic-web
 //! translates grpc-web requests; native gRPC requests pass through
-//! untouched. The CORS layer sits outside it and answers preflights itself.
+//! untouched. The CORS layer sits outside it and answers preflights itself;
+//! requests without an `Origin` (not from a browser) bypass it.
 //!
 //! The policy is an allow-list: a request from an origin not on it gets a
 //! normal response with no `access-control-allow-origin`, which the browser
