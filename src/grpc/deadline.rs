@@ -3,17 +3,20 @@
 //! passes is answered DEADLINE_EXCEEDED and its work on the transport is
 //! dropped. It bounds only the wait for a response's head: a watch stream,
 //! once open, outlives it, as in gRPC. It must never be the only guard of a
-//! change: commands run in tasks of their own, so a change the call asked
-//! for may still commit after its deadline (the message says so).
+//! change: a change already handed to the store's writer is committed and
+//! published after its caller's deadline all the same (the message says so).
 
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
+
+/// Made once: a lookup by `&str` parses the name on every call.
+static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// The `grpc-timeout` header: at most 8 digits and a unit (H, M, S, m, u,
 /// n). A malformed value is ignored, as tonic ignores it.
 pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let value = headers.get(&GRPC_TIMEOUT)?.to_str().ok()?;
     let digits = value.get(..value.len().checked_sub(1)?)?;
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;

@@ -38,7 +38,7 @@ use tower::{Layer, Service};
 use super::auth::{CallPath, authenticate};
 use super::connection::{Anonymous, Connection, InFlight, ReadDeadline};
 use super::deadline::grpc_timeout;
-use super::observe::{RequestId, RpcTiming, status_code};
+use super::observe::{GRPC_STATUS, RequestId, RpcTiming, status_code};
 use super::status::restate;
 use crate::auth::Verifier;
 use crate::error::{AppError, Limit};
@@ -172,7 +172,7 @@ where
 /// A trailers-only answer (the status in the head, no body: every error
 /// raised before a handler runs) restated if tonic made it.
 fn restated(response: Response<Body>) -> Response<Body> {
-    if !response.headers().contains_key("grpc-status") {
+    if !response.headers().contains_key(&GRPC_STATUS) {
         return response;
     }
     match Status::from_header_map(response.headers()).and_then(|status| restate(&status)) {

@@ -207,9 +207,14 @@ impl Method {
 /// status's metadata, on every call.
 pub fn status_code(headers: &http::HeaderMap) -> Option<Code> {
     headers
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .map(|value| Code::from_bytes(value.as_bytes()))
 }
+
+/// Header names looked up on every call, made once: a lookup by `&str`
+/// parses and lower-cases the name each time.
+pub static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+static REQUEST_ID: http::HeaderName = http::HeaderName::from_static(RequestId::HEADER);
 
 /// The name go-grpc-prometheus and grpc-go give a code.
 pub fn code_name(code: Code) -> &'static str {
@@ -286,7 +291,7 @@ impl RequestId {
 
     pub fn of(headers: &http::HeaderMap) -> Self {
         let given = headers
-            .get(Self::HEADER)
+            .get(&REQUEST_ID)
             .and_then(|v| v.to_str().ok())
             .filter(|v| {
                 !v.is_empty()
@@ -326,7 +331,7 @@ impl RequestId {
     pub fn echo(&self, headers: &mut http::HeaderMap) {
         if let Ok(mut value) = http::HeaderValue::from_str(&self.0) {
             value.set_sensitive(true);
-            headers.insert(Self::HEADER, value);
+            headers.insert(REQUEST_ID.clone(), value);
         }
     }
 }
