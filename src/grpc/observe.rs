@@ -102,75 +102,55 @@ static UNKNOWN: Method = Method {
     series: Series::new(),
 };
 
-/// JobService's method `name` (unknown if it has none).
-fn job_service_method(name: &str) -> &'static Method {
-    METHODS
-        .iter()
-        .find(|m| m.service == "jobstatus.v1.JobService" && m.method == name)
-        .unwrap_or(&UNKNOWN)
-}
-
-/// The method a request path (`/package.Service/Method`) names.
-pub fn method_of(path: &str) -> &'static Method {
-    let Some((service, method)) = path.strip_prefix('/').and_then(|p| p.split_once('/')) else {
-        return &UNKNOWN;
-    };
+/// `service`'s method `method` (unknown if it has none).
+fn find(service: &str, method: &str) -> &'static Method {
     METHODS
         .iter()
         .find(|m| m.service == service && m.method == method)
         .unwrap_or(&UNKNOWN)
 }
 
+/// The method a request path (`/package.Service/Method`) names.
+pub fn method_of(path: &str) -> &'static Method {
+    match path.strip_prefix('/').and_then(|p| p.split_once('/')) {
+        Some((service, method)) => find(service, method),
+        None => &UNKNOWN,
+    }
+}
+
 impl Method {
     fn started(&self) {
-        let series = &self.series;
-        let counter = series.started.get(|| {
+        self.series.started.increment(1, || {
             metrics::counter!(m::RPC_STARTED,
                 "grpc_service" => self.service, "grpc_method" => self.method, "grpc_type" => self.kind)
         });
-        if let Some(counter) = counter {
-            counter.increment(1);
-        }
     }
 
     fn finished(&self, code: Code, seconds: f64) {
-        let series = &self.series;
-        let handled = series.handled.get(code as usize).and_then(|kept| {
-            kept.get(|| {
+        if let Some(handled) = self.series.handled.get(code as usize) {
+            handled.increment(1, || {
                 metrics::counter!(m::RPC_HANDLED,
                     "grpc_service" => self.service, "grpc_method" => self.method,
                     "grpc_type" => self.kind, "grpc_code" => code_name(code))
-            })
-        });
-        if let Some(counter) = handled {
-            counter.increment(1);
+            });
         }
-        let histogram = series.seconds.get(|| {
+        self.series.seconds.record(seconds, || {
             metrics::histogram!(m::RPC_SECONDS,
                 "grpc_service" => self.service, "grpc_method" => self.method, "grpc_type" => self.kind)
         });
-        if let Some(histogram) = histogram {
-            histogram.record(seconds);
-        }
     }
 
     /// A message sent on this stream method; `event` when it was an event.
     fn sent(&self, event: bool) {
-        let series = &self.series;
-        let sent = series.sent.get(|| {
+        self.series.sent.increment(1, || {
             metrics::counter!(m::RPC_MSG_SENT,
                 "grpc_service" => self.service, "grpc_method" => self.method, "grpc_type" => self.kind)
         });
-        if let Some(counter) = sent {
-            counter.increment(1);
-        }
         if event {
-            let delivered = series
-                .delivered
-                .get(|| metrics::counter!(m::EVENTS_DELIVERED, "rpc" => self.method));
-            if let Some(counter) = delivered {
-                counter.increment(1);
-            }
+            self.series.delivered.increment(
+                1,
+                || metrics::counter!(m::EVENTS_DELIVERED, "rpc" => self.method),
+            );
         }
     }
 
@@ -179,25 +159,20 @@ impl Method {
         let Some(index) = END_REASONS.iter().position(|r| *r == reason) else {
             return;
         };
-        let ended = self.series.ended.get(index).and_then(|kept| {
-            kept.get(
+        if let Some(ended) = self.series.ended.get(index) {
+            ended.increment(
+                1,
                 || metrics::counter!(m::WATCHES_ENDED, "rpc" => self.method, "reason" => reason),
-            )
-        });
-        if let Some(counter) = ended {
-            counter.increment(1);
+            );
         }
     }
 
     /// One more (`1.0`) or one fewer (`-1.0`) open stream of this method.
     fn open(&self, by: f64) {
-        let open = self
-            .series
-            .open
-            .get(|| metrics::gauge!(m::WATCHES_OPEN, "rpc" => self.method));
-        if let Some(gauge) = open {
-            gauge.increment(by);
-        }
+        self.series.open.increment(
+            by,
+            || metrics::gauge!(m::WATCHES_OPEN, "rpc" => self.method),
+        );
     }
 }
 
@@ -454,7 +429,7 @@ pin_project_lite::pin_project! {
 impl<S, F> Watched<S, F> {
     /// `rpc` is the JobService method serving the stream.
     pub fn new(inner: S, convert: F, rpc: &'static str, log: CallLog, permit: WatchPermit) -> Self {
-        let method = job_service_method(rpc);
+        let method = find("jobstatus.v1.JobService", rpc);
         method.open(1.0);
         Self {
             inner,

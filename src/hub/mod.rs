@@ -96,9 +96,7 @@ impl Hub {
     /// Hands `event` to every current watcher of its job. Never blocks.
     pub fn publish(&self, event: SharedEvent) {
         static PUBLISHED: m::Kept<metrics::Counter> = m::Kept::new();
-        if let Some(published) = PUBLISHED.get(|| metrics::counter!(m::EVENTS_PUBLISHED)) {
-            published.increment(1);
-        }
+        PUBLISHED.increment(1, || metrics::counter!(m::EVENTS_PUBLISHED));
         {
             let topics = self.topics();
             if let Some(topic) = topics.get(&event.job_id()) {

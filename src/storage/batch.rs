@@ -182,12 +182,10 @@ pub(super) async fn commit_and_answer<C: CommitBatch + Send>(
     // How full and how slow batches are: what bounds write throughput.
     static SIZES: m::Kept<metrics::Histogram> = m::Kept::new();
     static SECONDS: m::Kept<metrics::Histogram> = m::Kept::new();
-    if let Some(sizes) = SIZES.get(|| metrics::histogram!(m::BATCH_SIZE)) {
-        sizes.record(requests.len() as f64);
-    }
-    if let Some(seconds) = SECONDS.get(|| metrics::histogram!(m::BATCH_SECONDS)) {
-        seconds.record(started.elapsed().as_secs_f64());
-    }
+    SIZES.record(requests.len() as f64, || metrics::histogram!(m::BATCH_SIZE));
+    SECONDS.record(started.elapsed().as_secs_f64(), || {
+        metrics::histogram!(m::BATCH_SECONDS)
+    });
     tracing::debug!(
         changes = requests.len(),
         micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),

@@ -222,15 +222,11 @@ impl SqliteStore {
         let recent = &self.inner.recent;
         if let Some(job) = recent.get(id) {
             static HITS: m::Kept<metrics::Counter> = m::Kept::new();
-            if let Some(hits) = HITS.get(|| metrics::counter!(m::JOB_CACHE_HITS)) {
-                hits.increment(1);
-            }
+            HITS.increment(1, || metrics::counter!(m::JOB_CACHE_HITS));
             return Ok(Some(job));
         }
         static MISSES: m::Kept<metrics::Counter> = m::Kept::new();
-        if let Some(misses) = MISSES.get(|| metrics::counter!(m::JOB_CACHE_MISSES)) {
-            misses.increment(1);
-        }
+        MISSES.increment(1, || metrics::counter!(m::JOB_CACHE_MISSES));
         let since = recent.epoch();
         let job = self.read(move |conn| get_job(conn, id)).await?;
         if let Some(job) = &job {

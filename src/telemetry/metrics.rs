@@ -207,11 +207,38 @@ impl<T> Kept<T> {
 
     /// The handle, made by `register` (one of the facade's macros) on
     /// first use once the recorder is installed.
-    pub fn get(&self, register: impl FnOnce() -> T) -> Option<&T> {
+    fn get(&self, register: impl FnOnce() -> T) -> Option<&T> {
         if let Some(handle) = self.0.get() {
             return Some(handle);
         }
         installed().then(|| self.0.get_or_init(register))
+    }
+}
+
+impl Kept<metrics::Counter> {
+    /// Adds `by`, registering the counter with `register` on first use.
+    pub fn increment(&self, by: u64, register: impl FnOnce() -> metrics::Counter) {
+        if let Some(counter) = self.get(register) {
+            counter.increment(by);
+        }
+    }
+}
+
+impl Kept<metrics::Gauge> {
+    /// Adds `by` (negative to take away), registering the gauge on first use.
+    pub fn increment(&self, by: f64, register: impl FnOnce() -> metrics::Gauge) {
+        if let Some(gauge) = self.get(register) {
+            gauge.increment(by);
+        }
+    }
+}
+
+impl Kept<metrics::Histogram> {
+    /// Records `value`, registering the histogram on first use.
+    pub fn record(&self, value: f64, register: impl FnOnce() -> metrics::Histogram) {
+        if let Some(histogram) = self.get(register) {
+            histogram.record(value);
+        }
     }
 }
 
