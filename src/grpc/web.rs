@@ -180,8 +180,10 @@ impl<S> Layer<S> for BrowserCorsLayer {
 /// POST), and nothing for the rest. A backend's or grpcurl's call has no
 /// origin to grant, so the CORS layer would only add its `vary` and
 /// `access-control-expose-headers` to every answer and build a header map
-/// per call to hold them. The policy is shared, not copied: the service
-/// stack is cloned for every request.
+/// per call to hold them. The policy is shared, not copied, by the service
+/// stack cloned for every request; only a browser's call gets a CORS
+/// service of its own, since tower-http's layer copies its policy into
+/// each service it makes.
 #[derive(Debug, Clone)]
 pub struct BrowserCors<S> {
     cors: Arc<CorsLayer>,
